@@ -1,0 +1,73 @@
+/*
+ * ps_dataset: training and test data in memory, as float rows. Loads IDX
+ * files (the MNIST family, gzip-compressed or not), generates the synthetic
+ * y = slope*x + intercept + noise regression, and cuts a dataset into the
+ * contiguous shard that one worker rank trains on.
+ */
+#ifndef PS_DATASET_H
+#define PS_DATASET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ps_error.h"
+
+/* Plain value record. x holds n rows of dim floats (row-major); y holds n
+ * targets: the class index as an exact small float for classification
+ * (classes > 0), the regression target otherwise (classes == 0).
+ * A dataset made by ps_dataset_slice() borrows the rows of its parent
+ * (owns_data == 0) and must not outlive it. */
+typedef struct ps_dataset {
+	size_t n;
+	size_t dim;
+	uint32_t classes;
+	float *x;
+	float *y;
+	int owns_data;
+} ps_dataset;
+
+/* Load an IDX image file (magic 0x00000803, u8 pixels, any number of
+ * dimensions after the count; pixels scaled to [0, 1]) and an IDX label
+ * file (magic 0x00000801, u8 labels) into *out. gzip files are read
+ * transparently. classes is max(label) + 1.
+ * Errors: PS_ENOENT (cannot open), PS_EFORMAT (wrong magic, counts that
+ * disagree, absurd sizes), PS_ETRUNC (file shorter than its header says),
+ * PS_EIO, PS_ENOMEM. e->msg names the file and the problem.
+ * Caller owns the result; release with ps_dataset_destroy(). */
+int ps_dataset_load_idx(ps_dataset **out, const char *images_path,
+			const char *labels_path, ps_err *e) PS_WUR;
+
+/* The textbook regression: x uniform in [-1, 1] (dim 1), y = slope * x +
+ * intercept + N(0, noise^2), from a seeded generator (same seed, same data
+ * on every machine). Errors: PS_EINVAL (n == 0), PS_ENOMEM.
+ * Caller owns the result; release with ps_dataset_destroy(). */
+int ps_dataset_synthetic_linear(ps_dataset **out, size_t n, double slope,
+				double intercept, double noise, uint64_t seed,
+				ps_err *e) PS_WUR;
+
+/* Open a dataset named by a spec string:
+ *   "fashion-mnist:train" / "fashion-mnist:test" (dir from PS_DATA_DIR,
+ *       default /usr/share/datasets/fashion-mnist, files *-idx?-ubyte.gz)
+ *   "idx:IMAGES,LABELS"
+ *   "synthetic-linear:N[:SEED]"  (slope 3, intercept 2, noise 0.1)
+ * Errors: those of the loaders, PS_EINVAL for an unknown spec.
+ * Caller owns the result; release with ps_dataset_destroy(). */
+int ps_dataset_open(ps_dataset **out, const char *spec, ps_err *e) PS_WUR;
+
+/* Rows [begin, end) that worker `rank` of `nranks` trains on: contiguous,
+ * sizes differ by at most one. Precondition: rank < nranks. */
+void ps_dataset_shard_range(size_t n, unsigned rank, unsigned nranks,
+			    size_t *begin, size_t *end);
+
+/* A view of rows [begin, end) of d, borrowing d's memory.
+ * Errors: PS_ERANGE (bad range), PS_ENOMEM.
+ * Caller owns the view (not the rows); release with ps_dataset_destroy()
+ * before d. */
+int ps_dataset_slice(ps_dataset **out, const ps_dataset *d, size_t begin,
+		     size_t end) PS_WUR;
+
+/* Release a dataset (and its rows when it owns them). Accepts NULL and
+ * *dp == NULL; sets *dp to NULL. */
+void ps_dataset_destroy(ps_dataset **dp);
+
+#endif

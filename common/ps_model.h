@@ -1,0 +1,73 @@
+/*
+ * ps_model: the models a worker trains, behind one small interface:
+ * parameter count, seeded initialization, mean loss and gradient over a
+ * minibatch, and evaluation over a dataset. Dense math goes through CBLAS.
+ * Kinds: "linear" (least squares, mean of 0.5*(y - w.x - b)^2) and
+ * "softmax" (multinomial logistic regression, mean cross-entropy).
+ */
+#ifndef PS_MODEL_H
+#define PS_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ps_dataset.h"
+#include "ps_error.h"
+
+#define PS_MODEL_NAME_MAX 32
+#define PS_MODEL_HIDDEN_MAX 64
+
+/* What the server needs to size and initialize the weights. Plain value
+ * record; it travels in Hello. */
+typedef struct ps_model_spec {
+	char name[PS_MODEL_NAME_MAX];     /* "linear", "softmax" */
+	uint32_t input_dim;               /* features per sample */
+	uint32_t output_dim;              /* classes, or 1 for linear */
+	uint64_t init_seed;
+	char hidden[PS_MODEL_HIDDEN_MAX]; /* "" for models without layers */
+} ps_model_spec;
+
+typedef struct ps_model ps_model;
+
+/* Result of ps_model_evaluate(). accuracy is NaN for regression. */
+typedef struct ps_model_eval {
+	double loss;
+	double accuracy;
+	size_t n;
+} ps_model_eval;
+
+/* Make a model from its spec. Parameter layout, which the wire protocol
+ * and the weight files rely on:
+ *   linear:  w[input_dim], b                       (output_dim must be 1)
+ *   softmax: W[output_dim][input_dim] row-major, b[output_dim]
+ * Errors: PS_EINVAL (unknown name, zero or absurd dimensions; e->msg says
+ * which), PS_ENOMEM. Caller owns the result; release with
+ * ps_model_destroy(). A model keeps scratch buffers: one thread at a time. */
+int ps_model_new(ps_model **out, const ps_model_spec *spec, ps_err *e) PS_WUR;
+
+void ps_model_destroy(ps_model **mp);
+
+/* Borrowed: valid while the model lives. */
+const ps_model_spec *ps_model_get_spec(const ps_model *m);
+
+size_t ps_model_num_params(const ps_model *m);
+
+/* Fill w[num_params] with the initial weights for spec.init_seed: the same
+ * seed gives the same weights everywhere. */
+void ps_model_init(const ps_model *m, float *w);
+
+/* Mean loss over the batch (x: n rows of input_dim, y: n targets) into
+ * *loss and its gradient with respect to w into grad[num_params].
+ * Errors: PS_EINVAL (n == 0, a class label outside [0, output_dim)),
+ * PS_ENOMEM (scratch growth for a larger batch than before). */
+int ps_model_loss_grad(ps_model *m, const float *w, const float *x,
+		       const float *y, size_t n, float *grad,
+		       double *loss) PS_WUR;
+
+/* Mean loss and (for softmax) accuracy of w over all of d, in chunks so
+ * that memory stays bounded. Errors: PS_EINVAL (d->dim != input_dim),
+ * PS_ENOMEM. */
+int ps_model_evaluate(ps_model *m, const float *w, const ps_dataset *d,
+		      ps_model_eval *out) PS_WUR;
+
+#endif

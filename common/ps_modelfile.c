@@ -1,0 +1,193 @@
+/*
+ * ps_modelfile: see the layout in ps_modelfile.h. The header is packed
+ * field by field into a byte buffer (no struct padding on disk).
+ */
+#include "ps_modelfile.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#define MAGIC "PSMODEL"
+#define HEADER_SIZE 140
+#define MAX_PARAMS ((uint64_t)1 << 32)
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	memcpy(p, &v, 4); /* little-endian host, checked in ps_wire.c */
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	memcpy(p, &v, 8);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	uint32_t v;
+	memcpy(&v, p, 4);
+	return v;
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return v;
+}
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* zlib's crc32 takes uInt lengths. */
+static uLong crc_update(uLong crc, const void *p, uint64_t len)
+{
+	const Bytef *b = p;
+	while (len > 0) {
+		uInt k = len > (1u << 30) ? (1u << 30) : (uInt)len;
+		crc = crc32(crc, b, k);
+		b += k;
+		len -= k;
+	}
+	return crc;
+}
+
+int ps_modelfile_write(const char *path, const ps_model_spec *spec,
+		       uint64_t version, const float *w, uint64_t num_params,
+		       ps_err *e)
+{
+	uint8_t h[HEADER_SIZE] = {0}, tail[4];
+	char tmp[4096];
+	int fd = -1, rc = PS_OK;
+	uLong crc;
+
+	if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >=
+	    (int)sizeof tmp)
+		return ps_err_set(e, PS_EINVAL, "path too long: %s", path);
+	memcpy(h, MAGIC, sizeof MAGIC);
+	put32(h + 8, PS_MODELFILE_FORMAT);
+	memcpy(h + 12, spec->name, strnlen(spec->name, 31));
+	memcpy(h + 44, spec->hidden, strnlen(spec->hidden, 63));
+	put32(h + 108, spec->input_dim);
+	put32(h + 112, spec->output_dim);
+	put64(h + 116, spec->init_seed);
+	put64(h + 124, version);
+	put64(h + 132, num_params);
+	crc = crc_update(crc32(0L, Z_NULL, 0), h, sizeof h);
+	crc = crc_update(crc, w, num_params * 4);
+	put32(tail, (uint32_t)crc);
+
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		rc = ps_err_set(e, PS_EIO, "%s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	if (write_all(fd, h, sizeof h) < 0 ||
+	    write_all(fd, w, num_params * 4) < 0 ||
+	    write_all(fd, tail, sizeof tail) < 0 || fsync(fd) < 0) {
+		rc = ps_err_set(e, PS_EIO, "%s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	if (close(fd) < 0) {
+		fd = -1;
+		rc = ps_err_set(e, PS_EIO, "%s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	fd = -1;
+	if (rename(tmp, path) < 0)
+		rc = ps_err_set(e, PS_EIO, "%s: %s", path, strerror(errno));
+out:
+	if (fd >= 0)
+		close(fd);
+	if (rc != PS_OK)
+		unlink(tmp);
+	return rc;
+}
+
+int ps_modelfile_read(const char *path, ps_model_spec *spec,
+		      uint64_t *version, float **w, uint64_t *num_params,
+		      ps_err *e)
+{
+	uint8_t h[HEADER_SIZE], tail[4];
+	FILE *f = NULL;
+	float *buf = NULL;
+	uint64_t n;
+	int rc = PS_OK;
+	uLong crc;
+
+	*w = NULL;
+	f = fopen(path, "rb");
+	if (!f) {
+		rc = ps_err_set(e, errno == ENOENT ? PS_ENOENT : PS_EIO,
+				"%s: %s", path, strerror(errno));
+		goto out;
+	}
+	if (fread(h, 1, sizeof h, f) != sizeof h) {
+		rc = ps_err_set(e, PS_ETRUNC, "%s: truncated header", path);
+		goto out;
+	}
+	if (memcmp(h, MAGIC, sizeof MAGIC) != 0) {
+		rc = ps_err_set(e, PS_EFORMAT, "%s: not a pserver model file",
+				path);
+		goto out;
+	}
+	if (get32(h + 8) != PS_MODELFILE_FORMAT) {
+		rc = ps_err_set(e, PS_EFORMAT,
+				"%s: format version %u, expected %d", path,
+				get32(h + 8), PS_MODELFILE_FORMAT);
+		goto out;
+	}
+	n = get64(h + 132);
+	if (n == 0 || n > MAX_PARAMS || h[12 + 31] != 0 || h[44 + 63] != 0) {
+		rc = ps_err_set(e, PS_EFORMAT, "%s: corrupt header", path);
+		goto out;
+	}
+	buf = malloc(n * 4);
+	if (!buf) {
+		rc = ps_err_set(e, PS_ENOMEM, "%s: out of memory", path);
+		goto out;
+	}
+	if (fread(buf, 4, n, f) != n || fread(tail, 1, 4, f) != 4) {
+		rc = ps_err_set(e, PS_ETRUNC, "%s: truncated weights", path);
+		goto out;
+	}
+	crc = crc_update(crc32(0L, Z_NULL, 0), h, sizeof h);
+	crc = crc_update(crc, buf, n * 4);
+	if ((uint32_t)crc != get32(tail) || fgetc(f) != EOF) {
+		rc = ps_err_set(e, PS_EFORMAT, "%s: checksum mismatch", path);
+		goto out;
+	}
+	memset(spec, 0, sizeof *spec);
+	memcpy(spec->name, h + 12, 32);
+	memcpy(spec->hidden, h + 44, 64);
+	spec->input_dim = get32(h + 108);
+	spec->output_dim = get32(h + 112);
+	spec->init_seed = get64(h + 116);
+	*version = get64(h + 124);
+	*num_params = n;
+	*w = buf;
+	buf = NULL;
+out:
+	free(buf);
+	if (f)
+		fclose(f);
+	return rc;
+}

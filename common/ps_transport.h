@@ -1,0 +1,83 @@
+/*
+ * ps_transport: framed messages between a server and its peers, behind a
+ * table of function pointers so that the ZeroMQ backend (and an MPI one
+ * later) are interchangeable. A message is an envelope (bytes from
+ * ps_wire) plus an optional tensor frame of raw float32.
+ */
+#ifndef PS_TRANSPORT_H
+#define PS_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ps_error.h"
+
+#define PS_PEER_ID_MAX 16
+
+/* Who sent a message, as the listening side sees it. Plain value record;
+ * compare with ps_peer_equal(). The connecting side's only peer is its
+ * server and it passes NULL where a peer is asked for. */
+typedef struct ps_peer {
+	uint8_t len;
+	uint8_t id[PS_PEER_ID_MAX];
+} ps_peer;
+
+int ps_peer_equal(const ps_peer *a, const ps_peer *b);
+
+/* A received message. Borrowed: head and tensor point into the
+ * transport's buffers and stay valid until the next ps_transport_recv()
+ * or ps_transport_destroy() on the same transport. */
+typedef struct ps_frame {
+	ps_peer from;
+	const uint8_t *head;
+	size_t head_len;
+	const uint8_t *tensor;
+	size_t tensor_len;
+} ps_frame;
+
+typedef struct ps_transport_opts {
+	/* Largest message accepted, envelope and tensor together; larger
+	 * ones are dropped by the transport before any allocation. 0 means
+	 * no limit. */
+	int64_t max_message;
+	/* How long destroy waits to deliver queued messages. */
+	int linger_ms;
+} ps_transport_opts;
+
+typedef struct ps_transport ps_transport;
+
+/* Listen on endpoint ("tcp://127.0.0.1:5555", "tcp://127.0.0.1:*" for
+ * an ephemeral port, "ipc:///path"). Errors: PS_EADDRINUSE, PS_EINVAL
+ * (malformed endpoint), PS_ETRANSPORT; e->msg names the endpoint.
+ * Caller owns the result; release with ps_transport_destroy().
+ * The transport belongs to the calling thread. */
+int ps_transport_listen(ps_transport **out, const char *endpoint,
+			const ps_transport_opts *opts, ps_err *e) PS_WUR;
+
+/* Connect to a listening endpoint. Connection is asynchronous: sends are
+ * queued until the peer is there. Errors: PS_EINVAL, PS_ETRANSPORT.
+ * Caller owns the result; release with ps_transport_destroy(). */
+int ps_transport_connect(ps_transport **out, const char *endpoint,
+			 const ps_transport_opts *opts, ps_err *e) PS_WUR;
+
+/* The endpoint actually bound or connected, with a wildcard port resolved
+ * ("tcp://127.0.0.1:41234"). Borrowed: valid while t lives. */
+const char *ps_transport_endpoint(const ps_transport *t);
+
+/* Send envelope head[hlen] and, if tlen > 0, a tensor frame tensor[tlen]
+ * to peer `to` (NULL on the connecting side). Both are copied before this
+ * returns. Errors: PS_EUNKNOWN_WORKER (listening side: peer gone),
+ * PS_ETIMEDOUT (queue full), PS_EINTR, PS_ETRANSPORT. */
+int ps_transport_send(ps_transport *t, const ps_peer *to, const void *head,
+		      size_t hlen, const void *tensor, size_t tlen) PS_WUR;
+
+/* Wait up to timeout_ms (-1: forever, 0: poll) for the next message.
+ * Errors: PS_ETIMEDOUT (nothing arrived), PS_EINTR (a signal arrived),
+ * PS_EPROTO (a message with a wrong number of frames was received and
+ * dropped; out->from says who sent it), PS_ETRANSPORT. */
+int ps_transport_recv(ps_transport *t, ps_frame *out, int timeout_ms) PS_WUR;
+
+/* Close and free. Accepts NULL and *tp == NULL; sets *tp to NULL. */
+void ps_transport_destroy(ps_transport **tp);
+
+#endif

@@ -1,0 +1,220 @@
+/*
+ * ps-server: parse options, listen, run the server's event loop, and on
+ * the way out write the trained model and the run's figures.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cblas.h>
+
+#include "ps_cli.h"
+#include "ps_log.h"
+#include "ps_modelfile.h"
+#include "ps_server.h"
+#include "ps_transport.h"
+
+static volatile int stop_flag;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop_flag = 1;
+}
+
+/* Write text to path through a temporary file and rename, so that a
+ * reader polling for the file never sees it half written. */
+static int write_file_atomic(const char *path, const char *text)
+{
+	char tmp[4096];
+	FILE *f;
+	if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+		return -1;
+	f = fopen(tmp, "w");
+	if (!f)
+		return -1;
+	fputs(text, f);
+	if (fclose(f) != 0 || rename(tmp, path) != 0)
+		return -1;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *listen = "tcp://127.0.0.1:5555";
+	const char *endpoint_file = NULL, *model_out = NULL, *stats_out = NULL;
+	int workers = 1, optimizer = 0, level = 2;
+	double lr = 0.1, idle_timeout = 120, eval_grace = 30;
+	double decay_steps = 1000, gamma = 0.5, warmup = 0;
+	int schedule = 0;
+	int64_t max_message = 1LL << 30;
+	double max_message_mb = 1024;
+	static const char *const levels[] = {"error", "warn", "info", "debug",
+					     NULL};
+	const ps_cli_opt opts[] = {
+		{"listen", PS_CLI_STRING, &listen, "ENDPOINT",
+		 "where to listen: tcp://HOST:PORT (PORT * picks a free one) or ipc://PATH",
+		 0, -1, NULL},
+		{"endpoint-file", PS_CLI_STRING, &endpoint_file, "PATH",
+		 "write the endpoint actually bound here once listening", 0, -1,
+		 NULL},
+		{"workers", PS_CLI_INT, &workers, "N",
+		 "training workers to expect; the run ends when all said bye",
+		 1, 65535, NULL},
+		{"optimizer", PS_CLI_CHOICE, &optimizer, "NAME",
+		 "server-side optimizer", 0, -1, ps_optim_names},
+		{"lr", PS_CLI_DOUBLE, &lr, "RATE", "learning rate", 1e-12, 1e6,
+		 NULL},
+		{"lr-schedule", PS_CLI_CHOICE, &schedule, "NAME",
+		 "learning-rate schedule over the update count t: const; invsqrt "
+		 "lr/sqrt(1+t/D); exp lr*G^(t/D); step lr*G^floor(t/D)",
+		 0, -1, ps_lr_schedule_names},
+		{"lr-decay-steps", PS_CLI_DOUBLE, &decay_steps, "D",
+		 "updates per decay period of the schedule", 1e-9, 1e18, NULL},
+		{"lr-gamma", PS_CLI_DOUBLE, &gamma, "G",
+		 "decay factor per period (exp, step)", 1e-12, 1, NULL},
+		{"lr-warmup", PS_CLI_DOUBLE, &warmup, "W",
+		 "ramp the rate up linearly over the first W updates", 0, 1e18,
+		 NULL},
+		{"model-out", PS_CLI_STRING, &model_out, "PATH",
+		 "write the trained model here at the end", 0, -1, NULL},
+		{"stats-out", PS_CLI_STRING, &stats_out, "PATH",
+		 "write the run's figures here as JSON at the end", 0, -1,
+		 NULL},
+		{"idle-timeout", PS_CLI_DOUBLE, &idle_timeout, "SECONDS",
+		 "give up (exit 1) after this long without any message; 0 waits forever",
+		 0, 1e9, NULL},
+		{"eval-grace", PS_CLI_DOUBLE, &eval_grace, "SECONDS",
+		 "after training, how long evaluators may take to fetch the final weights",
+		 0, 1e6, NULL},
+		{"max-message-mb", PS_CLI_DOUBLE, &max_message_mb, "MB",
+		 "largest message accepted; larger ones are dropped unread",
+		 0.001, 1e6, NULL},
+		{"log-level", PS_CLI_CHOICE, &level, "LEVEL", "log verbosity",
+		 0, -1, levels},
+		{NULL, 0, NULL, NULL, NULL, 0, 0, NULL},
+	};
+	ps_server_config cfg = {0};
+	ps_transport_opts topts = {0};
+	ps_transport *t = NULL;
+	ps_server *s = NULL;
+	ps_err e = {0};
+	struct sigaction sa;
+	int rc, status = 1;
+
+	rc = ps_cli_parse("ps-server",
+			  "The parameter server: holds the model's weights, applies the gradients\n"
+			  "workers push (asynchronous SGD), and answers their pulls.",
+			  opts, argc, argv, &e);
+	if (rc == PS_CLI_HELP)
+		return 0;
+	if (rc != PS_OK) {
+		fprintf(stderr, "ps-server: %s\n", e.msg);
+		return 2;
+	}
+	ps_log_setup("server", (enum ps_log_level)level);
+	/* One process per role already fills the cores: BLAS threads would
+	 * only fight the workers. */
+	openblas_set_num_threads(1);
+
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	max_message = (int64_t)(max_message_mb * 1024 * 1024);
+	topts.max_message = max_message;
+	topts.linger_ms = 1000;
+	cfg.num_workers = (uint32_t)workers;
+	cfg.optim.kind = (enum ps_optim_kind)optimizer;
+	cfg.optim.lr = lr;
+	cfg.optim.schedule = (enum ps_lr_schedule)schedule;
+	cfg.optim.decay_steps = decay_steps;
+	cfg.optim.gamma = gamma;
+	cfg.optim.warmup = warmup;
+	cfg.idle_timeout = idle_timeout;
+	cfg.eval_grace = eval_grace;
+
+	rc = ps_transport_listen(&t, listen, &topts, &e);
+	if (rc != PS_OK) {
+		fprintf(stderr, "ps-server: %s\n", e.msg);
+		goto out;
+	}
+	rc = ps_server_new(&s, &cfg, t, &e);
+	if (rc != PS_OK) {
+		fprintf(stderr, "ps-server: %s\n", e.msg);
+		goto out;
+	}
+	ps_log_info("listening on %s for %d worker(s), %s lr %g (%s)",
+		    ps_transport_endpoint(t), workers,
+		    ps_optim_names[optimizer], lr,
+		    ps_lr_schedule_names[schedule]);
+	if (endpoint_file) {
+		char line[300];
+		snprintf(line, sizeof line, "%s\n", ps_transport_endpoint(t));
+		if (write_file_atomic(endpoint_file, line) != 0) {
+			fprintf(stderr, "ps-server: cannot write %s\n",
+				endpoint_file);
+			goto out;
+		}
+	}
+
+	rc = ps_server_run(s, &stop_flag, &e);
+	if (rc == PS_OK) {
+		status = 0;
+	} else {
+		ps_log_error("%s", e.msg);
+		status = rc == PS_EINTR ? 0 : 1;
+	}
+
+	if (model_out) {
+		const float *w;
+		uint64_t n;
+		const ps_model_spec *spec;
+		ps_server_stats st;
+		ps_server_get_stats(s, &st);
+		if (ps_server_weights(s, &w, &n, &spec) != PS_OK) {
+			ps_log_warn("no worker ever said hello: no model to write");
+		} else if (ps_modelfile_write(model_out, spec, st.version, w, n,
+					      &e) != PS_OK) {
+			ps_log_error("%s", e.msg);
+			status = 1;
+		} else {
+			ps_log_info("model written to %s", model_out);
+		}
+	}
+	if (stats_out) {
+		FILE *f = fopen(stats_out, "w");
+		if (!f) {
+			ps_log_error("cannot write %s", stats_out);
+			status = 1;
+		} else {
+			ps_server_write_stats_json(s, f);
+			if (fclose(f) != 0)
+				status = 1;
+		}
+	}
+	{
+		ps_server_stats st;
+		ps_server_get_stats(s, &st);
+		ps_log_info("summary: %llu updates, %llu samples in %.2f s "
+			    "(%.0f samples/s), staleness mean %.2f max %llu, "
+			    "%llu messages rejected",
+			    (unsigned long long)st.version,
+			    (unsigned long long)st.samples, st.train_seconds,
+			    st.train_seconds > 0
+				    ? (double)st.samples / st.train_seconds
+				    : 0.0,
+			    st.version ? st.staleness_sum / (double)st.version
+				       : 0.0,
+			    (unsigned long long)st.staleness_max,
+			    (unsigned long long)st.rejects_total);
+	}
+out:
+	ps_server_destroy(&s);
+	ps_transport_destroy(&t);
+	return status;
+}

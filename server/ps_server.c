@@ -1,0 +1,578 @@
+/*
+ * ps_server: the event loop and message handlers. Invariants:
+ *  - weights hold `version` updates; every applied push bumps version by 1;
+ *  - a message is acted on only after it decoded, its tensor matched its
+ *    range, and its sender matched a registered peer;
+ *  - nothing a peer sends can make the server exit or block: refusals are
+ *    counted and answered, replies never wait on a slow peer.
+ */
+#include "ps_server.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ps_log.h"
+#include "ps_wire.h"
+
+/* Worker ids in envelopes: rank + 1 for workers (0 means "none"), and
+ * EVAL_ID_BASE + k for evaluators. */
+#define EVAL_ID_BASE 0x10000u
+#define MAX_EVALUATORS 16
+
+typedef struct peer_slot {
+	int registered;
+	int done;
+	ps_peer peer;
+	uint64_t pushes, samples, pulls;
+} peer_slot;
+
+struct ps_server {
+	ps_server_config cfg;
+	ps_transport *t;
+	ps_model_spec spec;
+	int have_model;
+	float *w;
+	float *scratch; /* aligned copy of a misaligned gradient */
+	uint64_t n;
+	ps_optim *optim;
+	peer_slot *workers; /* [num_workers] */
+	peer_slot evals[MAX_EVALUATORS];
+	uint32_t num_evals;
+	ps_server_stats st;
+	double t_first_hello, t_done;
+	uint8_t out[PS_WIRE_HEAD_MAX];
+};
+
+int ps_server_new(ps_server **out, const ps_server_config *cfg,
+		  ps_transport *t, ps_err *e)
+{
+	ps_server *s = NULL;
+	int rc = PS_OK;
+
+	*out = NULL;
+	if (cfg->num_workers == 0)
+		return ps_err_set(e, PS_EINVAL, "need at least one worker");
+	s = calloc(1, sizeof *s);
+	if (!s)
+		return ps_err_set(e, PS_ENOMEM, "out of memory");
+	s->cfg = *cfg;
+	s->t = t;
+	s->workers = calloc(cfg->num_workers, sizeof *s->workers);
+	if (!s->workers) {
+		rc = ps_err_set(e, PS_ENOMEM, "out of memory");
+		goto out;
+	}
+	/* Validate the optimizer settings now rather than at first hello. */
+	rc = ps_optim_new(&s->optim, 1, &cfg->optim, e);
+	if (rc != PS_OK)
+		goto out;
+	ps_optim_destroy(&s->optim);
+out:
+	if (rc != PS_OK)
+		ps_server_destroy(&s);
+	*out = s;
+	return rc;
+}
+
+void ps_server_destroy(ps_server **sp)
+{
+	ps_server *s;
+	if (!sp || !*sp)
+		return;
+	s = *sp;
+	ps_optim_destroy(&s->optim);
+	free(s->w);
+	free(s->scratch);
+	free(s->workers);
+	free(s);
+	*sp = NULL;
+}
+
+/* Reply to `to` with an encoded message and optional tensor. A reply that
+ * cannot be queued (peer gone, queue full) is counted and dropped. */
+static void reply(ps_server *s, const ps_peer *to, const ps_msg *m,
+		  const void *tensor, size_t tlen)
+{
+	size_t len = 0;
+	int rc = ps_wire_encode(m, s->out, sizeof s->out, &len);
+	if (rc == PS_OK)
+		rc = ps_transport_send(s->t, to, s->out, len, tensor, tlen);
+	if (rc != PS_OK) {
+		s->st.rejects.send_failed++;
+		ps_log_debug("reply %s not sent: %s", ps_msg_kind_name(m->kind),
+			     ps_strerror(rc));
+	}
+}
+
+static int reject(ps_server *s, const ps_frame *f, uint64_t request_id,
+		  int rc, enum ps_wire_errcode code, const char *why)
+{
+	ps_msg m;
+
+	switch (code) {
+	case PS_WIRE_ERR_VERSION:
+		s->st.rejects.version++;
+		break;
+	case PS_WIRE_ERR_UNKNOWN_WORKER:
+		s->st.rejects.unknown_worker++;
+		break;
+	case PS_WIRE_ERR_BAD_LENGTH:
+		s->st.rejects.bad_length++;
+		break;
+	case PS_WIRE_ERR_NONFINITE:
+		s->st.rejects.nonfinite++;
+		break;
+	case PS_WIRE_ERR_MODEL_MISMATCH:
+		s->st.rejects.model_mismatch++;
+		break;
+	case PS_WIRE_ERR_BAD_RANK:
+		s->st.rejects.bad_rank++;
+		break;
+	default:
+		s->st.rejects.malformed++;
+		break;
+	}
+	s->st.rejects_total++;
+	/* Rate-limit by powers of two so a flood cannot fill the log. */
+	if ((s->st.rejects_total & (s->st.rejects_total - 1)) == 0)
+		ps_log_warn("rejected message #%" PRIu64 ": %s",
+			    s->st.rejects_total, why);
+	ps_msg_init(&m, PS_MSG_ERROR, request_id, 0);
+	m.u.error.code = code;
+	snprintf(m.u.error.message, sizeof m.u.error.message, "%s", why);
+	if (f->from.len > 0)
+		reply(s, &f->from, &m, NULL, 0);
+	return rc;
+}
+
+void ps_server_count_malformed(ps_server *s, const ps_frame *f)
+{
+	(void)reject(s, f, 0, PS_EPROTO, PS_WIRE_ERR_MALFORMED,
+		     "message with a wrong number of frames");
+}
+
+static int spec_equal(const ps_model_spec *a, const ps_model_spec *b)
+{
+	return strcmp(a->name, b->name) == 0 &&
+	       strcmp(a->hidden, b->hidden) == 0 &&
+	       a->input_dim == b->input_dim && a->output_dim == b->output_dim &&
+	       a->init_seed == b->init_seed;
+}
+
+/* The first hello sizes and initializes the model. */
+static int create_model(ps_server *s, const ps_model_spec *spec, ps_err *e)
+{
+	ps_model *m = NULL;
+	int rc = ps_model_new(&m, spec, e);
+	if (rc != PS_OK)
+		return rc;
+	s->n = ps_model_num_params(m);
+	s->w = malloc(s->n * sizeof *s->w);
+	s->scratch = malloc(s->n * sizeof *s->scratch);
+	if (!s->w || !s->scratch) {
+		rc = ps_err_set(e, PS_ENOMEM, "out of memory for %" PRIu64
+					      " weights", s->n);
+		goto out;
+	}
+	ps_model_init(m, s->w);
+	rc = ps_optim_new(&s->optim, s->n, &s->cfg.optim, e);
+	if (rc != PS_OK)
+		goto out;
+	s->spec = *spec;
+	s->have_model = 1;
+	ps_log_info("model %s %ux%u: %" PRIu64 " parameters, owning [0, %"
+		    PRIu64 ")", spec->name, spec->input_dim, spec->output_dim,
+		    s->n, s->n);
+out:
+	if (rc != PS_OK) {
+		free(s->w);
+		free(s->scratch);
+		s->w = s->scratch = NULL;
+		s->n = 0;
+	}
+	ps_model_destroy(&m);
+	return rc;
+}
+
+static int handle_hello(ps_server *s, const ps_frame *f, const ps_msg *in)
+{
+	const ps_msg_hello *h = &in->u.hello;
+	peer_slot *slot = NULL;
+	uint32_t id;
+	ps_msg m;
+	ps_err e = {0};
+	char why[300];
+
+	/* Check the rank before anything else: a refused hello must leave
+	 * no state behind, and the first hello would size the model. */
+	if (h->role == PS_ROLE_WORKER && h->rank >= s->cfg.num_workers) {
+		snprintf(why, sizeof why, "hello: rank %u outside [0, %u)",
+			 h->rank, s->cfg.num_workers);
+		return reject(s, f, in->request_id, PS_ERANGE,
+			      PS_WIRE_ERR_BAD_RANK, why);
+	}
+	if (!s->have_model) {
+		int rc = create_model(s, &h->model, &e);
+		if (rc != PS_OK) {
+			snprintf(why, sizeof why, "hello: %s", e.msg);
+			return reject(s, f, in->request_id, rc,
+				      PS_WIRE_ERR_MALFORMED, why);
+		}
+	} else if (!spec_equal(&s->spec, &h->model)) {
+		snprintf(why, sizeof why,
+			 "hello: model %s %ux%u seed %" PRIu64
+			 " differs from the server's %s %ux%u seed %" PRIu64,
+			 h->model.name, h->model.input_dim, h->model.output_dim,
+			 h->model.init_seed, s->spec.name, s->spec.input_dim,
+			 s->spec.output_dim, s->spec.init_seed);
+		return reject(s, f, in->request_id, PS_EINVAL,
+			      PS_WIRE_ERR_MODEL_MISMATCH, why);
+	}
+
+	if (h->role == PS_ROLE_WORKER) {
+		slot = &s->workers[h->rank];
+		id = h->rank + 1;
+		if (slot->registered && !ps_peer_equal(&slot->peer, &f->from))
+			ps_log_warn("worker %u registered again from a new "
+				    "connection; the old one is dropped",
+				    h->rank);
+		if (!slot->registered)
+			s->st.workers_seen++;
+		if (slot->done) {
+			slot->done = 0;
+			s->st.workers_done--;
+		}
+	} else {
+		uint32_t k;
+		for (k = 0; k < s->num_evals; k++)
+			if (ps_peer_equal(&s->evals[k].peer, &f->from))
+				break;
+		if (k == MAX_EVALUATORS)
+			return reject(s, f, in->request_id, PS_ERANGE,
+				      PS_WIRE_ERR_BAD_RANK,
+				      "hello: too many evaluators");
+		if (k == s->num_evals)
+			s->num_evals++;
+		slot = &s->evals[k];
+		id = EVAL_ID_BASE + k;
+	}
+	slot->registered = 1;
+	slot->peer = f->from;
+	/* Training time runs from the first trainer's hello: an evaluator
+	 * that connects early does not count. */
+	if (h->role == PS_ROLE_WORKER && s->t_first_hello == 0)
+		s->t_first_hello = ps_now();
+	ps_log_info("%s %u joined", h->role == PS_ROLE_WORKER ? "worker"
+							     : "evaluator",
+		    h->role == PS_ROLE_WORKER ? h->rank : id - EVAL_ID_BASE);
+
+	ps_msg_init(&m, PS_MSG_WELCOME, in->request_id, id);
+	m.u.welcome.worker_id = id;
+	m.u.welcome.num_params = s->n;
+	m.u.welcome.begin = 0;
+	m.u.welcome.end = s->n;
+	m.u.welcome.version = s->st.version;
+	m.u.welcome.num_workers = s->cfg.num_workers;
+	m.u.welcome.shard = 0;
+	m.u.welcome.num_shards = 1;
+	reply(s, &f->from, &m, NULL, 0);
+	return PS_OK;
+}
+
+/* The registered slot that sent this message, or NULL. */
+static peer_slot *sender(ps_server *s, const ps_frame *f, const ps_msg *in)
+{
+	peer_slot *slot = NULL;
+	uint32_t id = in->worker_id;
+
+	if (id >= 1 && id <= s->cfg.num_workers)
+		slot = &s->workers[id - 1];
+	else if (id >= EVAL_ID_BASE && id - EVAL_ID_BASE < s->num_evals)
+		slot = &s->evals[id - EVAL_ID_BASE];
+	if (!slot || !slot->registered || !ps_peer_equal(&slot->peer, &f->from))
+		return NULL;
+	return slot;
+}
+
+static int check_range(ps_server *s, const ps_frame *f, const ps_msg *in,
+		       uint64_t begin, uint64_t end)
+{
+	char why[160];
+	if (end <= s->n)
+		return PS_OK;
+	snprintf(why, sizeof why,
+		 "%s: range [%" PRIu64 ", %" PRIu64
+		 ") outside the server's [0, %" PRIu64 ")",
+		 ps_msg_kind_name(in->kind), begin, end, s->n);
+	return reject(s, f, in->request_id, PS_ERANGE, PS_WIRE_ERR_MALFORMED,
+		      why);
+}
+
+static int handle_pull(ps_server *s, const ps_frame *f, const ps_msg *in,
+		       peer_slot *slot)
+{
+	const ps_msg_pull *p = &in->u.pull;
+	ps_msg m;
+	int rc = check_range(s, f, in, p->begin, p->end);
+
+	if (rc != PS_OK)
+		return rc;
+	slot->pulls++;
+	s->st.pulls++;
+	ps_msg_init(&m, PS_MSG_WEIGHTS, in->request_id, in->worker_id);
+	m.u.weights.version = s->st.version;
+	m.u.weights.begin = p->begin;
+	m.u.weights.end = p->end;
+	m.u.weights.training_done = ps_server_training_done(s);
+	reply(s, &f->from, &m, s->w + p->begin,
+	      (size_t)(p->end - p->begin) * sizeof(float));
+	return PS_OK;
+}
+
+static unsigned staleness_bucket(uint64_t tau)
+{
+	unsigned b = 0;
+	while (tau > 0 && b < 7) {
+		tau >>= 1;
+		b++;
+	}
+	return b;
+}
+
+static int handle_push(ps_server *s, const ps_frame *f, const ps_msg *in,
+		       peer_slot *slot)
+{
+	const ps_msg_push *p = &in->u.push;
+	const float *g;
+	size_t count = (size_t)(p->end - p->begin), bad = 0;
+	uint64_t tau;
+	char why[160];
+	ps_msg m;
+	int rc = check_range(s, f, in, p->begin, p->end);
+
+	if (rc != PS_OK)
+		return rc;
+	if (p->base_version > s->st.version) {
+		snprintf(why, sizeof why,
+			 "push: base version %" PRIu64
+			 " is ahead of the server's %" PRIu64,
+			 p->base_version, s->st.version);
+		return reject(s, f, in->request_id, PS_EPROTO,
+			      PS_WIRE_ERR_MALFORMED, why);
+	}
+	if (ps_wire_check_finite(f->tensor, count, &bad) != PS_OK) {
+		snprintf(why, sizeof why,
+			 "push from worker %u: gradient[%zu] is not finite; "
+			 "push dropped",
+			 in->worker_id - 1, (size_t)p->begin + bad);
+		return reject(s, f, in->request_id, PS_ENONFINITE,
+			      PS_WIRE_ERR_NONFINITE, why);
+	}
+	g = (const float *)(const void *)f->tensor;
+	if ((uintptr_t)f->tensor % _Alignof(float) != 0) {
+		memcpy(s->scratch, f->tensor, count * sizeof(float));
+		g = s->scratch;
+	}
+	tau = s->st.version - p->base_version;
+	ps_optim_apply(s->optim, s->w + p->begin, g, count, s->st.version);
+	s->st.version++;
+	s->st.samples += p->batch_size;
+	s->st.staleness_sum += (double)tau;
+	if (tau > s->st.staleness_max)
+		s->st.staleness_max = tau;
+	s->st.staleness_hist[staleness_bucket(tau)]++;
+	slot->pushes++;
+	slot->samples += p->batch_size;
+
+	ps_msg_init(&m, PS_MSG_ACK, in->request_id, in->worker_id);
+	m.u.ack.version = s->st.version;
+	m.u.ack.staleness = tau;
+	m.u.ack.seq = p->seq;
+	reply(s, &f->from, &m, NULL, 0);
+	return PS_OK;
+}
+
+static int handle_bye(ps_server *s, const ps_frame *f, const ps_msg *in,
+		      peer_slot *slot)
+{
+	ps_msg m;
+	int is_worker = in->worker_id >= 1 && in->worker_id <= s->cfg.num_workers;
+
+	if (!slot->done) {
+		slot->done = 1;
+		if (is_worker) {
+			s->st.workers_done++;
+			ps_log_info("worker %u finished: %" PRIu64
+				    " pushes, %" PRIu64 " samples (%u of %u done)",
+				    in->worker_id - 1, slot->pushes,
+				    slot->samples, s->st.workers_done,
+				    s->cfg.num_workers);
+			if (ps_server_training_done(s)) {
+				s->t_done = ps_now();
+				ps_log_info("training done: %" PRIu64
+					    " updates", s->st.version);
+			}
+		}
+	}
+	ps_msg_init(&m, PS_MSG_BYE, in->request_id, in->worker_id);
+	reply(s, &f->from, &m, NULL, 0);
+	return PS_OK;
+}
+
+int ps_server_handle(ps_server *s, const ps_frame *f)
+{
+	ps_msg in;
+	ps_err e = {0};
+	peer_slot *slot;
+	int rc = ps_wire_decode(f->head, f->head_len, &in, &e);
+
+	if (rc == PS_EVERSION)
+		return reject(s, f, in.request_id, rc, PS_WIRE_ERR_VERSION,
+			      e.msg);
+	if (rc != PS_OK)
+		return reject(s, f, in.request_id, rc, PS_WIRE_ERR_MALFORMED,
+			      e.msg);
+	rc = ps_wire_check_tensor(&in, f->tensor_len, &e);
+	if (rc != PS_OK)
+		return reject(s, f, in.request_id, rc, PS_WIRE_ERR_BAD_LENGTH,
+			      e.msg);
+	if (in.kind == PS_MSG_HELLO)
+		return handle_hello(s, f, &in);
+	slot = sender(s, f, &in);
+	if (!slot) {
+		char why[96];
+		snprintf(why, sizeof why,
+			 "%s from unknown worker id %u (say hello first)",
+			 ps_msg_kind_name(in.kind), in.worker_id);
+		return reject(s, f, in.request_id, PS_EUNKNOWN_WORKER,
+			      PS_WIRE_ERR_UNKNOWN_WORKER, why);
+	}
+	switch (in.kind) {
+	case PS_MSG_PULL:
+		return handle_pull(s, f, &in, slot);
+	case PS_MSG_PUSH:
+		return handle_push(s, f, &in, slot);
+	case PS_MSG_BYE:
+		return handle_bye(s, f, &in, slot);
+	default: {
+		char why[64];
+		snprintf(why, sizeof why, "a server does not accept %s",
+			 ps_msg_kind_name(in.kind));
+		return reject(s, f, in.request_id, PS_EPROTO,
+			      PS_WIRE_ERR_MALFORMED, why);
+	}
+	}
+}
+
+int ps_server_training_done(const ps_server *s)
+{
+	return s->st.workers_done == s->cfg.num_workers;
+}
+
+static int evaluators_done(const ps_server *s)
+{
+	for (uint32_t k = 0; k < s->num_evals; k++)
+		if (!s->evals[k].done)
+			return 0;
+	return 1;
+}
+
+int ps_server_run(ps_server *s, volatile int *stop, ps_err *e)
+{
+	double last_msg = ps_now();
+	ps_frame f;
+	int rc;
+
+	while (!*stop) {
+		double now;
+		rc = ps_transport_recv(s->t, &f, 200);
+		now = ps_now();
+		if (rc == PS_OK) {
+			last_msg = now;
+			(void)ps_server_handle(s, &f);
+		} else if (rc == PS_EPROTO) {
+			last_msg = now;
+			ps_server_count_malformed(s, &f);
+		} else if (rc != PS_ETIMEDOUT && rc != PS_EINTR) {
+			return ps_err_set(e, rc, "receive failed: %s",
+					  ps_strerror(rc));
+		}
+		if (ps_server_training_done(s) &&
+		    (evaluators_done(s) || now - s->t_done >= s->cfg.eval_grace))
+			return PS_OK;
+		if (s->cfg.idle_timeout > 0 &&
+		    now - last_msg > s->cfg.idle_timeout)
+			return ps_err_set(e, PS_ETIMEDOUT,
+					  "no message from any worker for %.0f s "
+					  "(%u of %u workers finished); giving up",
+					  s->cfg.idle_timeout,
+					  s->st.workers_done,
+					  s->cfg.num_workers);
+	}
+	return ps_err_set(e, PS_EINTR, "stopped by a signal");
+}
+
+void ps_server_get_stats(const ps_server *s, ps_server_stats *out)
+{
+	*out = s->st;
+	if (s->t_first_hello > 0)
+		out->train_seconds =
+			(s->t_done > 0 ? s->t_done : ps_now()) - s->t_first_hello;
+}
+
+int ps_server_weights(const ps_server *s, const float **w, uint64_t *n,
+		      const ps_model_spec **spec)
+{
+	if (!s->have_model)
+		return PS_EINVAL;
+	*w = s->w;
+	*n = s->n;
+	*spec = &s->spec;
+	return PS_OK;
+}
+
+void ps_server_write_stats_json(const ps_server *s, FILE *f)
+{
+	ps_server_stats st;
+	const ps_server_rejects *r = &st.rejects;
+	uint64_t applied;
+
+	ps_server_get_stats(s, &st);
+	applied = st.version;
+	fprintf(f, "{\n  \"updates\": %" PRIu64 ",\n  \"samples\": %" PRIu64
+		   ",\n  \"pulls\": %" PRIu64 ",\n",
+		st.version, st.samples, st.pulls);
+	fprintf(f, "  \"train_seconds\": %.3f,\n  \"samples_per_second\": %.1f,\n",
+		st.train_seconds,
+		st.train_seconds > 0 ? (double)st.samples / st.train_seconds : 0.0);
+	fprintf(f, "  \"staleness_mean\": %.4f,\n  \"staleness_max\": %" PRIu64
+		   ",\n  \"staleness_histogram\": {",
+		applied ? st.staleness_sum / (double)applied : 0.0,
+		st.staleness_max);
+	static const char *const buckets[8] = {"0",     "1",     "2-3",
+					       "4-7",   "8-15",  "16-31",
+					       "32-63", "64+"};
+	for (int i = 0; i < 8; i++)
+		fprintf(f, "%s\"%s\": %" PRIu64, i ? ", " : "", buckets[i],
+			st.staleness_hist[i]);
+	fprintf(f, "},\n  \"workers\": %u,\n  \"workers_done\": %u,\n",
+		s->cfg.num_workers, st.workers_done);
+	fprintf(f, "  \"rejected\": {\"total\": %" PRIu64
+		   ", \"malformed\": %" PRIu64 ", \"version\": %" PRIu64
+		   ", \"unknown_worker\": %" PRIu64 ", \"bad_length\": %" PRIu64
+		   ", \"nonfinite\": %" PRIu64 ", \"model_mismatch\": %" PRIu64
+		   ", \"bad_rank\": %" PRIu64 ", \"send_failed\": %" PRIu64 "},\n",
+		st.rejects_total, r->malformed, r->version, r->unknown_worker,
+		r->bad_length, r->nonfinite, r->model_mismatch, r->bad_rank,
+		r->send_failed);
+	fprintf(f, "  \"per_worker\": [");
+	for (uint32_t i = 0; i < s->cfg.num_workers; i++)
+		fprintf(f, "%s{\"rank\": %u, \"pushes\": %" PRIu64
+			   ", \"samples\": %" PRIu64 ", \"done\": %s}",
+			i ? ", " : "", i, s->workers[i].pushes,
+			s->workers[i].samples,
+			s->workers[i].done ? "true" : "false");
+	fprintf(f, "]\n}\n");
+}

@@ -1,0 +1,96 @@
+/*
+ * ps_server: the parameter server's core. It owns one key range of the
+ * model's weights, registers workers, answers pulls with the current
+ * weights and version, applies every push as it arrives (ASGD) with the
+ * server-side optimizer, and measures staleness. Single-threaded: one
+ * event loop receives, validates, applies and replies; no locks.
+ */
+#ifndef PS_SERVER_H
+#define PS_SERVER_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "ps_error.h"
+#include "ps_model.h"
+#include "ps_optim.h"
+#include "ps_transport.h"
+
+typedef struct ps_server_config {
+	uint32_t num_workers;   /* training workers expected, >= 1 */
+	ps_optim_config optim;
+	/* Seconds without any message before the server gives up on its
+	 * workers (a hang guard); 0 disables. */
+	double idle_timeout;
+	/* After every worker said bye, how long to wait for evaluators to
+	 * fetch the final weights and say bye. */
+	double eval_grace;
+} ps_server_config;
+
+/* Counters of everything the server refused; each is also logged. */
+typedef struct ps_server_rejects {
+	uint64_t malformed;      /* undecodable, bad framing, bad field */
+	uint64_t version;        /* wrong protocol version */
+	uint64_t unknown_worker; /* no hello, or id/peer mismatch */
+	uint64_t bad_length;     /* tensor size does not match the range */
+	uint64_t nonfinite;      /* NaN or Inf in a gradient */
+	uint64_t model_mismatch; /* hello with another model */
+	uint64_t bad_rank;       /* rank >= num_workers */
+	uint64_t send_failed;    /* a reply that could not be queued */
+} ps_server_rejects;
+
+/* Plain value record of the figures a run reports. */
+typedef struct ps_server_stats {
+	uint64_t version;       /* updates applied */
+	uint64_t samples;       /* samples behind the applied pushes */
+	uint64_t pulls;
+	double staleness_sum;
+	uint64_t staleness_max;
+	uint64_t staleness_hist[8]; /* 0, 1, 2-3, 4-7, ..., >= 64 */
+	uint32_t workers_seen;
+	uint32_t workers_done;
+	double train_seconds;   /* first hello to last worker bye */
+	ps_server_rejects rejects;
+	uint64_t rejects_total;
+} ps_server_stats;
+
+typedef struct ps_server ps_server;
+
+/* A server answering through transport t (borrowed: it must outlive the
+ * server). The model is sized by the first hello. Errors: PS_EINVAL
+ * (num_workers 0, bad optimizer settings), PS_ENOMEM. Caller owns the
+ * result; release with ps_server_destroy(). */
+int ps_server_new(ps_server **out, const ps_server_config *cfg,
+		  ps_transport *t, ps_err *e) PS_WUR;
+
+void ps_server_destroy(ps_server **sp);
+
+/* Handle one received message: validate it, act, reply. Bad input is
+ * counted, logged and answered with an error message where the sender can
+ * be addressed; it is never fatal. Returns PS_OK, or the reason the
+ * message was refused (for tests; the server carries on either way). */
+int ps_server_handle(ps_server *s, const ps_frame *f);
+
+/* Note that the transport dropped a message with bad framing. */
+void ps_server_count_malformed(ps_server *s, const ps_frame *f);
+
+/* Run the event loop until every worker has said bye (and evaluators have
+ * had eval_grace seconds to finish), *stop becomes non-zero (set it from
+ * a signal handler), or the idle timeout passes.
+ * Errors: PS_ETIMEDOUT (idle timeout), PS_EINTR (stopped), PS_ETRANSPORT. */
+int ps_server_run(ps_server *s, volatile int *stop, ps_err *e) PS_WUR;
+
+/* 1 once every expected worker has said bye. */
+int ps_server_training_done(const ps_server *s);
+
+void ps_server_get_stats(const ps_server *s, ps_server_stats *out);
+
+/* The model as trained so far. Errors: PS_EINVAL when no worker has said
+ * hello yet (no model). Borrowed pointers: valid while s lives. */
+int ps_server_weights(const ps_server *s, const float **w, uint64_t *n,
+		      const ps_model_spec **spec) PS_WUR;
+
+/* Write the run's figures as one JSON object to f. */
+void ps_server_write_stats_json(const ps_server *s, FILE *f);
+
+#endif

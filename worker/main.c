@@ -1,0 +1,137 @@
+/*
+ * ps-worker: parse options and run one client role, a trainer (default)
+ * or an evaluator, against a ps-server.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "ps_cli.h"
+#include "ps_log.h"
+#include "ps_worker.h"
+
+static volatile int stop_flag;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop_flag = 1;
+}
+
+int main(int argc, char **argv)
+{
+	static const char *const roles[] = {"train", "eval", NULL};
+	static const char *const models[] = {"softmax", "linear", NULL};
+	static const char *const levels[] = {"error", "warn", "info", "debug",
+					     NULL};
+	const char *endpoint = "tcp://127.0.0.1:5555";
+	const char *data = NULL, *result_out = NULL, *metrics_out = NULL;
+	int role = 0, model = 0, level = 2, rank = 0, workers = 1;
+	int classes = 0, epochs = 1, batch = 64, inflight = 4;
+	uint64_t seed = 1;
+	double timeout = 30, progress = 2;
+	const ps_cli_opt opts[] = {
+		{"connect", PS_CLI_STRING, &endpoint, "ENDPOINT",
+		 "server endpoint (tcp://HOST:PORT or ipc://PATH)", 0, -1, NULL},
+		{"role", PS_CLI_CHOICE, &role, "ROLE",
+		 "train on a shard, or evaluate the server's weights", 0, -1,
+		 roles},
+		{"data", PS_CLI_STRING, &data, "SPEC",
+		 "dataset: fashion-mnist:train|test, idx:IMAGES,LABELS, synthetic-linear:N[:SEED]",
+		 0, -1, NULL},
+		{"model", PS_CLI_CHOICE, &model, "NAME", "model to train", 0,
+		 -1, models},
+		{"classes", PS_CLI_INT, &classes, "K",
+		 "number of classes; 0 takes it from the data", 0, 1 << 20,
+		 NULL},
+		{"rank", PS_CLI_INT, &rank, "R",
+		 "this worker's rank: it trains on data shard R", 0, 65534,
+		 NULL},
+		{"workers", PS_CLI_INT, &workers, "N",
+		 "number of training workers (data shards)", 1, 65535, NULL},
+		{"epochs", PS_CLI_INT, &epochs, "E",
+		 "passes over this worker's shard", 0, 1000000, NULL},
+		{"batch", PS_CLI_INT, &batch, "B", "minibatch size", 1,
+		 1 << 20, NULL},
+		{"seed", PS_CLI_U64, &seed, "S",
+		 "seed of the weight initialization and the shuffling", 0,
+		 -1, NULL},
+		{"timeout", PS_CLI_DOUBLE, &timeout, "SECONDS",
+		 "give up when the server has not answered for this long",
+		 0.01, 1e6, NULL},
+		{"max-inflight", PS_CLI_INT, &inflight, "K",
+		 "pushes sent before their acknowledgement arrives", 1, 1024,
+		 NULL},
+		{"progress-every", PS_CLI_DOUBLE, &progress, "SECONDS",
+		 "seconds between progress lines (evaluator: between evaluations)",
+		 0.01, 1e6, NULL},
+		{"result-out", PS_CLI_STRING, &result_out, "PATH",
+		 "evaluator: write the final test loss and accuracy here (JSON)",
+		 0, -1, NULL},
+		{"metrics-out", PS_CLI_STRING, &metrics_out, "PATH",
+		 "evaluator: append one JSON line per evaluation here", 0, -1,
+		 NULL},
+		{"log-level", PS_CLI_CHOICE, &level, "LEVEL", "log verbosity",
+		 0, -1, levels},
+		{NULL, 0, NULL, NULL, NULL, 0, 0, NULL},
+	};
+	ps_worker_config cfg = {0};
+	ps_err e = {0};
+	struct sigaction sa;
+	char tag[32];
+	int rc;
+
+	rc = ps_cli_parse("ps-worker",
+			  "A parameter-server client: trains on one shard of the data (pull,\n"
+			  "gradient, push), or evaluates the server's weights on held-out data.",
+			  opts, argc, argv, &e);
+	if (rc == PS_CLI_HELP)
+		return 0;
+	if (rc == PS_OK && !data)
+		rc = ps_err_set(&e, PS_EINVAL, "--data is required (try --help)");
+	if (rc == PS_OK && role == 0 && rank >= workers)
+		rc = ps_err_set(&e, PS_EINVAL,
+				"--rank %d must be below --workers %d", rank,
+				workers);
+	if (rc != PS_OK) {
+		fprintf(stderr, "ps-worker: %s\n", e.msg);
+		return 2;
+	}
+	if (role == 0)
+		snprintf(tag, sizeof tag, "worker %d", rank);
+	else
+		snprintf(tag, sizeof tag, "eval");
+	ps_log_setup(tag, (enum ps_log_level)level);
+	openblas_set_num_threads(1);
+
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	cfg.endpoint = endpoint;
+	cfg.data = data;
+	cfg.model = models[model];
+	cfg.classes = (uint32_t)classes;
+	cfg.rank = (uint32_t)rank;
+	cfg.num_workers = (uint32_t)workers;
+	cfg.seed = seed;
+	cfg.epochs = (uint32_t)epochs;
+	cfg.batch = (uint32_t)batch;
+	cfg.timeout = timeout;
+	cfg.max_inflight = inflight;
+	cfg.progress_every = progress;
+	cfg.result_out = result_out;
+	cfg.metrics_out = metrics_out;
+	cfg.stop = &stop_flag;
+
+	rc = role == 0 ? ps_worker_train(&cfg, &e) : ps_worker_evaluate(&cfg, &e);
+	if (rc != PS_OK) {
+		ps_log_error("%s", e.msg);
+		return 1;
+	}
+	return 0;
+}

@@ -1,0 +1,66 @@
+/*
+ * ps_client: a worker's connection to its server. Wraps the transport and
+ * the wire format into hello, pull, push and bye calls. Pushes are sent
+ * without waiting (several in flight, bounded); a pull waits for its
+ * weights and takes in the acks that arrive meanwhile.
+ */
+#ifndef PS_CLIENT_H
+#define PS_CLIENT_H
+
+#include <stdint.h>
+
+#include "ps_error.h"
+#include "ps_wire.h"
+
+typedef struct ps_client ps_client;
+
+/* Plain value record of what a client saw. */
+typedef struct ps_client_stats {
+	uint64_t pushes, acks, pulls;
+	uint64_t push_errors;     /* pushes the server refused */
+	uint64_t staleness_sum;   /* over acknowledged pushes */
+	uint64_t staleness_max;
+	uint64_t last_version;    /* newest version the server reported */
+} ps_client_stats;
+
+/* Connect to the server at endpoint. timeout: seconds to wait for any
+ * reply before giving up. max_inflight: pushes sent but not yet
+ * acknowledged before push waits (>= 1).
+ * Errors: those of ps_transport_connect(), PS_ENOMEM. Caller owns the
+ * result; release with ps_client_destroy(). One thread at a time. */
+int ps_client_new(ps_client **out, const char *endpoint, double timeout,
+		  int max_inflight, ps_err *e) PS_WUR;
+
+void ps_client_destroy(ps_client **cp);
+
+/* Register. On success *welcome holds the worker id, model size and key
+ * range. Errors: PS_ETIMEDOUT (no answer within the timeout), PS_EPROTO
+ * (the server refused; e->msg has its reason), PS_ETRANSPORT. */
+int ps_client_hello(ps_client *c, enum ps_role role, uint32_t rank,
+		    const ps_model_spec *spec, ps_msg_welcome *welcome,
+		    ps_err *e) PS_WUR;
+
+/* Fetch weights [begin, end) into w[end - begin]; *version and
+ * *training_done (may be NULL) come from the reply. Errors as hello. */
+int ps_client_pull(ps_client *c, float *w, uint64_t begin, uint64_t end,
+		   uint64_t clock, uint64_t *version, int *training_done,
+		   ps_err *e) PS_WUR;
+
+/* Send gradient g[end - begin] computed from weights of base_version.
+ * Returns once it is queued (waiting first if max_inflight pushes are
+ * unacknowledged). A push the server refuses is counted in push_errors
+ * and logged, not returned. Errors: PS_ETIMEDOUT, PS_ETRANSPORT. */
+int ps_client_push(ps_client *c, const float *g, uint64_t begin,
+		   uint64_t end, uint64_t base_version, uint32_t batch_size,
+		   float loss, uint64_t clock, ps_err *e) PS_WUR;
+
+/* Wait until every push is acknowledged. Errors: PS_ETIMEDOUT. */
+int ps_client_flush(ps_client *c, ps_err *e) PS_WUR;
+
+/* Flush, say goodbye and wait for the server's answer. */
+int ps_client_bye(ps_client *c, uint64_t samples, uint64_t steps,
+		  ps_err *e) PS_WUR;
+
+void ps_client_get_stats(const ps_client *c, ps_client_stats *out);
+
+#endif

@@ -1,0 +1,327 @@
+/*
+ * ps_worker: training and evaluation loops. A step sends its push and
+ * then its pull back to back, so the two share one round trip: the server
+ * answers in order, and the weights it returns already hold the push.
+ */
+#include "ps_worker.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ps_client.h"
+#include "ps_dataset.h"
+#include "ps_log.h"
+#include "ps_model.h"
+#include "ps_rng.h"
+
+/* Build the model spec the server must agree on from the options and the
+ * data. */
+static int make_spec(const ps_worker_config *cfg, const ps_dataset *d,
+		     ps_model_spec *spec, ps_err *e)
+{
+	memset(spec, 0, sizeof *spec);
+	if (strlen(cfg->model) >= sizeof spec->name)
+		return ps_err_set(e, PS_EINVAL, "model name too long: %s",
+				  cfg->model);
+	strcpy(spec->name, cfg->model);
+	spec->input_dim = (uint32_t)d->dim;
+	spec->init_seed = cfg->seed;
+	if (strcmp(cfg->model, "linear") == 0) {
+		spec->output_dim = 1;
+	} else {
+		spec->output_dim = cfg->classes ? cfg->classes : d->classes;
+		if (spec->output_dim == 0)
+			return ps_err_set(e, PS_EINVAL,
+					  "model %s needs class labels, but %s is a regression dataset",
+					  cfg->model, cfg->data);
+	}
+	return PS_OK;
+}
+
+/* Load data and model and say hello. */
+static int setup(const ps_worker_config *cfg, enum ps_role role,
+		 ps_dataset **data, ps_model **model, ps_client **client,
+		 ps_msg_welcome *welcome, ps_err *e)
+{
+	ps_model_spec spec;
+	int rc;
+
+	rc = ps_dataset_open(data, cfg->data, e);
+	if (rc != PS_OK)
+		return rc;
+	rc = make_spec(cfg, *data, &spec, e);
+	if (rc == PS_OK)
+		rc = ps_model_new(model, &spec, e);
+	if (rc == PS_OK)
+		rc = ps_client_new(client, cfg->endpoint, cfg->timeout,
+				   cfg->max_inflight, e);
+	if (rc == PS_OK)
+		rc = ps_client_hello(*client, role, cfg->rank, &spec, welcome,
+				     e);
+	if (rc == PS_OK && welcome->num_params != ps_model_num_params(*model))
+		rc = ps_err_set(e, PS_EPROTO,
+				"server holds %" PRIu64
+				" parameters, this model has %zu",
+				welcome->num_params,
+				ps_model_num_params(*model));
+	if (rc == PS_OK && (welcome->begin != 0 ||
+			    welcome->end != welcome->num_params))
+		rc = ps_err_set(e, PS_EPROTO,
+				"server owns only [%" PRIu64 ", %" PRIu64
+				"); several shards are not supported yet",
+				welcome->begin, welcome->end);
+	return rc;
+}
+
+int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
+{
+	ps_dataset *all = NULL, *shard = NULL;
+	ps_model *model = NULL;
+	ps_client *client = NULL;
+	ps_msg_welcome welcome;
+	float *w = NULL, *g = NULL, *bx = NULL, *by = NULL;
+	uint32_t *order = NULL;
+	size_t begin, end, n, dim;
+	uint64_t version = 0, steps = 0, samples = 0;
+	double t0, last_report, loss_sum = 0;
+	uint64_t loss_n = 0;
+	ps_rng rng;
+	int rc;
+
+	rc = setup(cfg, PS_ROLE_WORKER, &all, &model, &client, &welcome, e);
+	if (rc != PS_OK)
+		goto out;
+	ps_dataset_shard_range(all->n, cfg->rank, cfg->num_workers, &begin,
+			       &end);
+	rc = ps_dataset_slice(&shard, all, begin, end);
+	if (rc != PS_OK) {
+		ps_err_set(e, rc, "cannot cut shard %u of %u", cfg->rank,
+			   cfg->num_workers);
+		goto out;
+	}
+	n = shard->n;
+	dim = shard->dim;
+	if (n == 0) {
+		ps_log_warn("shard %u of %u is empty: nothing to train on",
+			    cfg->rank, cfg->num_workers);
+	}
+	w = malloc(welcome.num_params * sizeof *w);
+	g = malloc(welcome.num_params * sizeof *g);
+	bx = malloc((size_t)cfg->batch * dim * sizeof *bx);
+	by = malloc((size_t)cfg->batch * sizeof *by);
+	order = malloc((n ? n : 1) * sizeof *order);
+	if (!w || !g || !bx || !by || !order) {
+		rc = ps_err_set(e, PS_ENOMEM, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++)
+		order[i] = (uint32_t)i;
+	/* Each rank shuffles its own shard with its own stream. */
+	ps_rng_seed(&rng, cfg->seed ^ (0x9e3779b97f4a7c15ULL * (cfg->rank + 1)));
+	ps_log_info("rank %u of %u: rows [%zu, %zu) of %s, %u epochs, batch %u",
+		    cfg->rank, cfg->num_workers, begin, end, cfg->data,
+		    cfg->epochs, cfg->batch);
+
+	rc = ps_client_pull(client, w, 0, welcome.num_params, 0, &version,
+			    NULL, e);
+	if (rc != PS_OK)
+		goto out;
+	t0 = last_report = ps_now();
+	for (uint32_t epoch = 0; epoch < cfg->epochs && n > 0; epoch++) {
+		ps_rng_shuffle(&rng, order, n);
+		for (size_t at = 0; at < n; at += cfg->batch) {
+			size_t b = n - at < cfg->batch ? n - at : cfg->batch;
+			double loss;
+			if (cfg->stop && *cfg->stop) {
+				rc = ps_err_set(e, PS_EINTR, "stopped by a signal");
+				goto out;
+			}
+			for (size_t i = 0; i < b; i++) {
+				size_t row = order[at + i];
+				memcpy(bx + i * dim, shard->x + row * dim,
+				       dim * sizeof *bx);
+				by[i] = shard->y[row];
+			}
+			rc = ps_model_loss_grad(model, w, bx, by, b, g, &loss);
+			if (rc != PS_OK) {
+				ps_err_set(e, rc, "gradient failed: %s",
+					   ps_strerror(rc));
+				goto out;
+			}
+			rc = ps_client_push(client, g, 0, welcome.num_params,
+					    version, (uint32_t)b, (float)loss,
+					    steps, e);
+			if (rc == PS_OK)
+				rc = ps_client_pull(client, w, 0,
+						    welcome.num_params,
+						    steps + 1, &version, NULL,
+						    e);
+			if (rc != PS_OK)
+				goto out;
+			steps++;
+			samples += b;
+			if (isfinite(loss)) {
+				loss_sum += loss;
+				loss_n++;
+			}
+			if (ps_now() - last_report >= cfg->progress_every) {
+				double now = ps_now();
+				ps_log_info("epoch %u/%u  step %" PRIu64
+					    "  loss %.4f  %.0f samples/s",
+					    epoch + 1, cfg->epochs, steps,
+					    loss_n ? loss_sum / (double)loss_n : NAN,
+					    (double)samples / (now - t0));
+				loss_sum = 0;
+				loss_n = 0;
+				last_report = now;
+			}
+		}
+	}
+	rc = ps_client_bye(client, samples, steps, e);
+	if (rc == PS_OK) {
+		ps_client_stats st;
+		double secs = ps_now() - t0;
+		ps_client_get_stats(client, &st);
+		ps_log_info("done: %" PRIu64 " steps, %" PRIu64
+			    " samples in %.2f s (%.0f samples/s), staleness "
+			    "mean %.2f max %" PRIu64 ", %" PRIu64
+			    " pushes refused",
+			    steps, samples, secs,
+			    secs > 0 ? (double)samples / secs : 0.0,
+			    st.acks ? (double)st.staleness_sum / (double)st.acks
+				    : 0.0,
+			    st.staleness_max, st.push_errors);
+	}
+out:
+	free(w);
+	free(g);
+	free(bx);
+	free(by);
+	free(order);
+	ps_client_destroy(&client);
+	ps_model_destroy(&model);
+	ps_dataset_destroy(&shard);
+	ps_dataset_destroy(&all);
+	return rc;
+}
+
+static void sleep_seconds(double s)
+{
+	struct timespec ts;
+	ts.tv_sec = (time_t)s;
+	ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+	nanosleep(&ts, NULL);
+}
+
+static void json_number(FILE *f, const char *key, double v, const char *sep)
+{
+	if (isfinite(v))
+		fprintf(f, "\"%s\": %.6g%s", key, v, sep);
+	else
+		fprintf(f, "\"%s\": null%s", key, sep);
+}
+
+int ps_worker_evaluate(const ps_worker_config *cfg, ps_err *e)
+{
+	ps_dataset *data = NULL;
+	ps_model *model = NULL;
+	ps_client *client = NULL;
+	ps_msg_welcome welcome;
+	FILE *metrics = NULL;
+	float *w = NULL;
+	double t0, prev_t = 0;
+	uint64_t prev_version = 0;
+	int rc, done = 0;
+
+	rc = setup(cfg, PS_ROLE_EVALUATOR, &data, &model, &client, &welcome,
+		   e);
+	if (rc != PS_OK)
+		goto out;
+	w = malloc(welcome.num_params * sizeof *w);
+	if (!w) {
+		rc = ps_err_set(e, PS_ENOMEM, "out of memory");
+		goto out;
+	}
+	if (cfg->metrics_out) {
+		metrics = fopen(cfg->metrics_out, "w");
+		if (!metrics) {
+			rc = ps_err_set(e, PS_EIO, "cannot write %s",
+					cfg->metrics_out);
+			goto out;
+		}
+	}
+	t0 = ps_now();
+	while (!done) {
+		ps_model_eval ev;
+		uint64_t version;
+		double now, rate;
+		double next = ps_now() + cfg->progress_every;
+
+		rc = ps_client_pull(client, w, 0, welcome.num_params, 0,
+				    &version, &done, e);
+		if (rc != PS_OK)
+			goto out;
+		rc = ps_model_evaluate(model, w, data, &ev);
+		if (rc != PS_OK) {
+			ps_err_set(e, rc, "evaluation failed: %s",
+				   ps_strerror(rc));
+			goto out;
+		}
+		now = ps_now() - t0;
+		rate = now > prev_t ? (double)(version - prev_version) /
+					      (now - prev_t)
+				    : 0;
+		prev_t = now;
+		prev_version = version;
+		printf("[%6.1fs] updates %8" PRIu64 "  %7.0f upd/s  test_loss %.4f",
+		       now, version, rate, ev.loss);
+		if (isfinite(ev.accuracy))
+			printf("  test_acc %.4f", ev.accuracy);
+		printf("%s\n", done ? "  (final)" : "");
+		fflush(stdout);
+		if (metrics) {
+			fprintf(metrics, "{\"time\": %.3f, \"updates\": %" PRIu64 ", ",
+				now, version);
+			json_number(metrics, "test_loss", ev.loss, ", ");
+			json_number(metrics, "test_accuracy", ev.accuracy, "}\n");
+			fflush(metrics);
+		}
+		if (done && cfg->result_out) {
+			FILE *f = fopen(cfg->result_out, "w");
+			if (!f) {
+				rc = ps_err_set(e, PS_EIO, "cannot write %s",
+						cfg->result_out);
+				goto out;
+			}
+			fprintf(f, "{\"updates\": %" PRIu64 ", \"test_samples\": %zu, ",
+				version, ev.n);
+			json_number(f, "test_loss", ev.loss, ", ");
+			json_number(f, "test_accuracy", ev.accuracy, "}\n");
+			if (fclose(f) != 0) {
+				rc = ps_err_set(e, PS_EIO, "cannot write %s",
+						cfg->result_out);
+				goto out;
+			}
+		}
+		while (!done && ps_now() < next) {
+			if (cfg->stop && *cfg->stop) {
+				rc = ps_err_set(e, PS_EINTR, "stopped by a signal");
+				goto out;
+			}
+			sleep_seconds(0.05);
+		}
+	}
+	rc = ps_client_bye(client, 0, 0, e);
+out:
+	if (metrics)
+		fclose(metrics);
+	free(w);
+	ps_client_destroy(&client);
+	ps_model_destroy(&model);
+	ps_dataset_destroy(&data);
+	return rc;
+}

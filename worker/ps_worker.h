@@ -1,0 +1,43 @@
+/*
+ * ps_worker: the two client roles of ps-worker. A trainer loads its shard
+ * of the training data and loops pull -> minibatch gradient -> push for a
+ * number of epochs. An evaluator pulls the whole model now and then,
+ * measures it on held-out data, reports progress, and measures the final
+ * weights once every trainer has finished.
+ */
+#ifndef PS_WORKER_H
+#define PS_WORKER_H
+
+#include <stdint.h>
+
+#include "ps_error.h"
+
+typedef struct ps_worker_config {
+	const char *endpoint;   /* server to connect to */
+	const char *data;       /* dataset spec, see ps_dataset_open() */
+	const char *model;      /* "linear" or "softmax" */
+	uint32_t classes;       /* 0: from the data */
+	uint32_t rank;          /* trainer: shard index */
+	uint32_t num_workers;   /* trainer: shard count */
+	uint64_t seed;          /* initialization and shuffling */
+	uint32_t epochs;
+	uint32_t batch;
+	double timeout;         /* seconds to wait for the server */
+	int max_inflight;       /* unacknowledged pushes */
+	double progress_every;  /* seconds between progress lines */
+	const char *result_out; /* evaluator: final figures, JSON */
+	const char *metrics_out;/* evaluator: one JSON line per evaluation */
+	volatile int *stop;     /* set non-zero to stop early */
+} ps_worker_config;
+
+/* Train on shard `rank` of `num_workers` until `epochs` are done, then
+ * say bye. Errors: those of dataset loading and the client; e->msg is
+ * the line to print. */
+int ps_worker_train(const ps_worker_config *cfg, ps_err *e) PS_WUR;
+
+/* Evaluate the server's weights on cfg->data every progress_every seconds
+ * until training is done, then once more on the final weights, writing
+ * result_out. Errors: as ps_worker_train(). */
+int ps_worker_evaluate(const ps_worker_config *cfg, ps_err *e) PS_WUR;
+
+#endif
