@@ -76,6 +76,8 @@ TEST_SUPPORT_OBJ := $(call obj,$(TEST_SUPPORT_SRC))
 
 LIBS_A := $(BUILD)/lib/libpsserver.a $(BUILD)/lib/libpsworker.a $(BUILD)/lib/libpscommon.a
 BINS := $(BUILD)/bin/ps-server $(BUILD)/bin/ps-worker
+# Programs the integration tests drive (a hostile client).
+TOOLS := $(BUILD)/bin/ps-badpeer
 TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
 .PHONY: all deps check-deps run test check unit integration sanitize clean format
@@ -130,7 +132,8 @@ $(LIBS_A):
 
 $(BUILD)/bin/ps-server: $(BUILD)/obj/server/main.o $(BUILD)/lib/libpsserver.a $(BUILD)/lib/libpscommon.a
 $(BUILD)/bin/ps-worker: $(BUILD)/obj/worker/main.o $(BUILD)/lib/libpsworker.a $(BUILD)/lib/libpscommon.a
-$(BINS):
+$(BUILD)/bin/ps-badpeer: $(BUILD)/obj/tests/tools/ps-badpeer.o $(BUILD)/lib/libpscommon.a
+$(BINS) $(TOOLS):
 	$(call msg,LINK,$@)
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) $^ -o $@ $(ALL_LDFLAGS) $(PKG_LIBS)
@@ -157,13 +160,13 @@ run: deps
 test: deps
 	$(MAKE) --no-print-directory check
 
-check: all $(TESTS)
+check: all $(TESTS) $(TOOLS)
 	scripts/run-tests --build $(BUILD)
 
 unit: all $(TESTS)
 	scripts/run-tests --build $(BUILD) --unit-only
 
-integration: all
+integration: all $(TOOLS)
 	scripts/run-tests --build $(BUILD) --integration-only
 
 clean:

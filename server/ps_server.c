@@ -370,6 +370,16 @@ static int handle_push(ps_server *s, const ps_frame *f, const ps_msg *in,
 		return reject(s, f, in->request_id, PS_ENONFINITE,
 			      PS_WIRE_ERR_NONFINITE, why);
 	}
+	/* After the content checks, so that a hostile push is refused for
+	 * what is wrong with it whoever sends it. */
+	if (in->worker_id > s->cfg.num_workers || slot->done || count == 0) {
+		snprintf(why, sizeof why, "push: %s",
+			 count == 0 ? "empty range"
+			 : slot->done ? "worker already said bye"
+				      : "evaluators only pull");
+		return reject(s, f, in->request_id, PS_EPROTO,
+			      PS_WIRE_ERR_MALFORMED, why);
+	}
 	g = (const float *)(const void *)f->tensor;
 	if ((uintptr_t)f->tensor % _Alignof(float) != 0) {
 		memcpy(s->scratch, f->tensor, count * sizeof(float));

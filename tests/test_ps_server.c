@@ -1,0 +1,1361 @@
+/*
+ * Unit tests for ps_server: the message handlers driven directly through
+ * ps_server_handle() with frames built by ps_wire_encode(), answering
+ * through the fake transport (tests/fake_transport.c), whose recorded
+ * replies are decoded and checked. Every refusal is checked for its
+ * counter, its Error reply, untouched weights, and a server that carries
+ * on serving.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fake_transport.h"
+#include "ps_log.h"
+#include "ps_model.h"
+#include "ps_server.h"
+#include "ps_wire.h"
+
+#define NUM_WORKERS 2
+#define LR 0.5f
+/* softmax, input 4, output 3: W[3][4] and b[3] */
+#define NPARAMS 15
+
+typedef struct fx {
+	ps_transport *t;
+	ps_server *s;
+	ps_peer peer[3]; /* workers 0 and 1, and a stranger */
+	size_t seen;     /* recorded sends already looked at */
+	uint64_t next_req;
+} fx;
+
+static ps_peer make_peer(uint8_t k)
+{
+	/* Shaped like a ZeroMQ routing id: a zero byte and four more. */
+	ps_peer p;
+
+	memset(&p, 0, sizeof p);
+	p.len = 5;
+	p.id[1] = 'p';
+	p.id[2] = 'e';
+	p.id[3] = 'e';
+	p.id[4] = (uint8_t)('0' + k);
+	return p;
+}
+
+static ps_model_spec test_spec(void)
+{
+	ps_model_spec m;
+
+	memset(&m, 0, sizeof m);
+	strcpy(m.name, "softmax");
+	m.input_dim = 4;
+	m.output_dim = 3;
+	m.init_seed = 1234;
+	return m;
+}
+
+static int new_server(ps_server **s, ps_transport *t, uint32_t num_workers,
+		      double lr, double idle_timeout)
+{
+	ps_server_config cfg;
+	ps_err e = { 0, "" };
+
+	memset(&cfg, 0, sizeof cfg);
+	cfg.num_workers = num_workers;
+	cfg.optim.kind = PS_OPTIM_SGD;
+	cfg.optim.lr = lr;
+	cfg.idle_timeout = idle_timeout;
+	return ps_server_new(s, &cfg, t, &e);
+}
+
+static int setup(void **state)
+{
+	fx *f = test_calloc(1, sizeof *f);
+
+	assert_non_null(f);
+	assert_int_equal(fake_transport_new(&f->t), PS_OK);
+	assert_int_equal(new_server(&f->s, f->t, NUM_WORKERS, LR, 0), PS_OK);
+	assert_non_null(f->s);
+	for (uint8_t k = 0; k < 3; k++)
+		f->peer[k] = make_peer(k);
+	f->next_req = 100;
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	fx *f = *state;
+
+	ps_server_destroy(&f->s);
+	ps_transport_destroy(&f->t);
+	test_free(f);
+	return 0;
+}
+
+/* --- building and feeding frames ---------------------------------------- */
+
+static int feed_raw(fx *f, const ps_peer *from, const void *head, size_t hlen,
+		    const void *tensor, size_t tlen)
+{
+	ps_frame fr;
+
+	memset(&fr, 0, sizeof fr);
+	if (from)
+		fr.from = *from;
+	fr.head = head;
+	fr.head_len = hlen;
+	fr.tensor = tensor;
+	fr.tensor_len = tlen;
+	return ps_server_handle(f->s, &fr);
+}
+
+static int feed(fx *f, const ps_peer *from, const ps_msg *m,
+		const void *tensor, size_t tlen)
+{
+	uint8_t buf[PS_WIRE_HEAD_MAX];
+	size_t len = 0;
+
+	assert_int_equal(ps_wire_encode(m, buf, sizeof buf, &len), PS_OK);
+	return feed_raw(f, from, buf, len, tensor, tlen);
+}
+
+static ps_msg mk(fx *f, enum ps_msg_kind kind, uint32_t worker_id)
+{
+	ps_msg m;
+
+	ps_msg_init(&m, kind, f->next_req++, worker_id);
+	return m;
+}
+
+static ps_msg mk_hello(fx *f, enum ps_role role, uint32_t rank,
+		       const ps_model_spec *spec)
+{
+	ps_msg m = mk(f, PS_MSG_HELLO, 0);
+
+	m.u.hello.role = role;
+	m.u.hello.rank = rank;
+	m.u.hello.model = *spec;
+	return m;
+}
+
+static ps_msg mk_pull(fx *f, uint32_t worker_id, uint64_t begin, uint64_t end)
+{
+	ps_msg m = mk(f, PS_MSG_PULL, worker_id);
+
+	m.u.pull.begin = begin;
+	m.u.pull.end = end;
+	return m;
+}
+
+static ps_msg mk_push(fx *f, uint32_t worker_id, uint64_t base,
+		      uint64_t begin, uint64_t end, uint32_t batch)
+{
+	ps_msg m = mk(f, PS_MSG_PUSH, worker_id);
+
+	m.u.push.base_version = base;
+	m.u.push.begin = begin;
+	m.u.push.end = end;
+	m.u.push.batch_size = batch;
+	m.u.push.loss = 1.5f;
+	m.u.push.seq = m.request_id * 3; /* distinct from request_id */
+	return m;
+}
+
+/* --- looking at what the server sent ------------------------------------- */
+
+/* The one reply sent since the last look: to `to`, decoded into *out. */
+static const fake_sent *take_reply(fx *f, const ps_peer *to, ps_msg *out)
+{
+	const fake_sent *r;
+
+	assert_int_equal(fake_transport_count(f->t), f->seen + 1);
+	r = fake_transport_sent(f->t, f->seen);
+	assert_int_equal(fake_transport_decode(f->t, f->seen, out), PS_OK);
+	f->seen++;
+	assert_true(r->has_peer);
+	assert_true(ps_peer_equal(&r->to, to));
+	return r;
+}
+
+static void assert_no_reply(fx *f)
+{
+	assert_int_equal(fake_transport_count(f->t), f->seen);
+}
+
+static void assert_floats_equal(const float *got, const float *want, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!(got[i] == want[i]))
+			fail_msg("index %zu: got %.9g, want %.9g", i,
+				 (double)got[i], (double)want[i]);
+}
+
+static const float *weights(fx *f)
+{
+	const float *w = NULL;
+	const ps_model_spec *spec = NULL;
+	uint64_t n = 0;
+
+	assert_int_equal(ps_server_weights(f->s, &w, &n, &spec), PS_OK);
+	assert_int_equal(n, NPARAMS);
+	return w;
+}
+
+static ps_server_stats stats(fx *f)
+{
+	ps_server_stats st;
+
+	ps_server_get_stats(f->s, &st);
+	return st;
+}
+
+/* --- common steps -------------------------------------------------------- */
+
+static void join(fx *f, uint32_t rank)
+{
+	ps_model_spec spec = test_spec();
+	ps_msg m = mk_hello(f, PS_ROLE_WORKER, rank, &spec), r;
+
+	assert_int_equal(feed(f, &f->peer[rank], &m, NULL, 0), PS_OK);
+	take_reply(f, &f->peer[rank], &r);
+	assert_int_equal(r.kind, PS_MSG_WELCOME);
+	assert_int_equal(r.u.welcome.worker_id, rank + 1);
+}
+
+static void join_all(fx *f)
+{
+	for (uint32_t k = 0; k < NUM_WORKERS; k++)
+		join(f, k);
+}
+
+/* Gradient k of a family of exactly representable values. */
+static void gradient(float *g, size_t n, int k)
+{
+	for (size_t i = 0; i < n; i++)
+		g[i] = (float)((int)i - 7 + 3 * k) * 0.25f;
+}
+
+/* A push from worker `rank` at the current version; checks the ack and
+ * the update, w -= LR * g, exactly. */
+static void push_ok(fx *f, uint32_t rank, uint64_t base, uint64_t want_tau)
+{
+	float g[NPARAMS], want[NPARAMS];
+	const float *w = weights(f);
+	uint64_t v = stats(f).version;
+	ps_msg m = mk_push(f, rank + 1, base, 0, NPARAMS, 8), r;
+
+	gradient(g, NPARAMS, (int)v);
+	for (size_t i = 0; i < NPARAMS; i++)
+		want[i] = w[i] - LR * g[i];
+	assert_int_equal(feed(f, &f->peer[rank], &m, g, sizeof g), PS_OK);
+	take_reply(f, &f->peer[rank], &r);
+	assert_int_equal(r.kind, PS_MSG_ACK);
+	assert_int_equal(r.request_id, m.request_id);
+	assert_int_equal(r.worker_id, rank + 1);
+	assert_int_equal(r.u.ack.version, v + 1);
+	assert_int_equal(r.u.ack.staleness, want_tau);
+	assert_int_equal(r.u.ack.seq, m.u.push.seq);
+	assert_int_equal(stats(f).version, v + 1);
+	assert_floats_equal(weights(f), want, NPARAMS);
+}
+
+/* After a refusal the server must keep serving a good worker. */
+static void assert_still_serving(fx *f)
+{
+	push_ok(f, 0, stats(f).version, 0);
+}
+
+static const struct {
+	const char *name;
+	size_t off;
+} reject_fields[] = {
+#define FIELD(x) { #x, offsetof(ps_server_rejects, x) }
+	FIELD(malformed),      FIELD(version),   FIELD(unknown_worker),
+	FIELD(bad_length),     FIELD(nonfinite), FIELD(model_mismatch),
+	FIELD(bad_rank),       FIELD(send_failed),
+#undef FIELD
+};
+
+static uint64_t reject_count(const ps_server_rejects *r, size_t off)
+{
+	uint64_t v;
+
+	memcpy(&v, (const char *)r + off, sizeof v);
+	return v;
+}
+
+#define REJ(x) offsetof(ps_server_rejects, x)
+
+/* Feed a frame that must be refused with want_rc: counted once in the
+ * rejects field at offset `field` and nowhere else, answered with an Error
+ * of `code` echoing req_id to the sender (no answer to an anonymous one),
+ * weights and version untouched. */
+static void expect_rejected_raw(fx *f, const ps_peer *from, const void *head,
+				size_t hlen, const void *tensor, size_t tlen,
+				uint64_t req_id, int want_rc,
+				enum ps_wire_errcode code, size_t field)
+{
+	ps_server_stats before = stats(f), after;
+	float w0[NPARAMS];
+	const float *w = NULL;
+	const ps_model_spec *spec = NULL;
+	uint64_t n = 0;
+	int had_model = ps_server_weights(f->s, &w, &n, &spec) == PS_OK;
+	int rc;
+
+	if (had_model)
+		memcpy(w0, w, sizeof w0);
+	rc = feed_raw(f, from, head, hlen, tensor, tlen);
+	if (rc != want_rc)
+		fail_msg("handle returned %s, want %s", ps_errname(rc),
+			 ps_errname(want_rc));
+	after = stats(f);
+	for (size_t i = 0; i < sizeof reject_fields / sizeof reject_fields[0];
+	     i++) {
+		uint64_t b = reject_count(&before.rejects, reject_fields[i].off);
+		uint64_t a = reject_count(&after.rejects, reject_fields[i].off);
+		uint64_t want = b + (reject_fields[i].off == field);
+		if (a != want)
+			fail_msg("rejects.%s: %llu, want %llu",
+				 reject_fields[i].name, (unsigned long long)a,
+				 (unsigned long long)want);
+	}
+	assert_int_equal(after.rejects_total, before.rejects_total + 1);
+	assert_int_equal(after.version, before.version);
+	assert_int_equal(after.samples, before.samples);
+	if (had_model)
+		assert_floats_equal(weights(f), w0, NPARAMS);
+	if (from && from->len > 0) {
+		ps_msg r;
+		take_reply(f, from, &r);
+		assert_int_equal(r.kind, PS_MSG_ERROR);
+		assert_int_equal(r.u.error.code, code);
+		assert_int_equal(r.request_id, req_id);
+		assert_true(r.u.error.message[0] != '\0');
+	} else {
+		assert_no_reply(f);
+	}
+}
+
+static void expect_rejected(fx *f, const ps_peer *from, const ps_msg *m,
+			    const void *tensor, size_t tlen, int want_rc,
+			    enum ps_wire_errcode code, size_t field)
+{
+	uint8_t buf[PS_WIRE_HEAD_MAX];
+	size_t len = 0;
+
+	assert_int_equal(ps_wire_encode(m, buf, sizeof buf, &len), PS_OK);
+	expect_rejected_raw(f, from, buf, len, tensor, tlen, m->request_id,
+			    want_rc, code, field);
+}
+
+/* --- hello --------------------------------------------------------------- */
+
+static void test_server_hello_welcomes_worker(void **state)
+{
+	fx *f = *state;
+	ps_model_spec spec = test_spec();
+	ps_msg m = mk_hello(f, PS_ROLE_WORKER, 1, &spec), r;
+	ps_model *model = NULL;
+	ps_err e = { 0, "" };
+	float w0[NPARAMS];
+	const float *w = NULL;
+	const ps_model_spec *got = NULL;
+	uint64_t n = 0;
+
+	/* No model before the first hello. */
+	assert_int_equal(ps_server_weights(f->s, &w, &n, &got), PS_EINVAL);
+
+	assert_int_equal(feed(f, &f->peer[1], &m, NULL, 0), PS_OK);
+	take_reply(f, &f->peer[1], &r);
+	assert_int_equal(r.kind, PS_MSG_WELCOME);
+	assert_int_equal(r.request_id, m.request_id);
+	assert_int_equal(r.worker_id, 2);
+	assert_int_equal(r.u.welcome.worker_id, 2);
+	assert_int_equal(r.u.welcome.num_params, NPARAMS);
+	assert_int_equal(r.u.welcome.begin, 0);
+	assert_int_equal(r.u.welcome.end, NPARAMS);
+	assert_int_equal(r.u.welcome.version, 0);
+	assert_int_equal(r.u.welcome.num_workers, NUM_WORKERS);
+	assert_int_equal(r.u.welcome.shard, 0);
+	assert_int_equal(r.u.welcome.num_shards, 1);
+
+	/* The weights are exactly what ps_model_init gives for the spec. */
+	assert_int_equal(ps_model_new(&model, &spec, &e), PS_OK);
+	assert_int_equal(ps_model_num_params(model), NPARAMS);
+	ps_model_init(model, w0);
+	ps_model_destroy(&model);
+	assert_int_equal(ps_server_weights(f->s, &w, &n, &got), PS_OK);
+	assert_int_equal(n, NPARAMS);
+	assert_memory_equal(w, w0, sizeof w0);
+	assert_string_equal(got->name, "softmax");
+	assert_int_equal(got->input_dim, 4);
+	assert_int_equal(got->output_dim, 3);
+	assert_int_equal(got->init_seed, 1234);
+
+	/* The other rank gets its own id; the count of workers seen grows. */
+	join(f, 0);
+	assert_int_equal(stats(f).workers_seen, 2);
+	assert_int_equal(stats(f).rejects_total, 0);
+}
+
+static void test_server_hello_again_keeps_state(void **state)
+{
+	fx *f = *state;
+	ps_model_spec spec = test_spec();
+	ps_msg m, r;
+
+	join_all(f);
+	push_ok(f, 0, 0, 0);
+	/* Same worker, same peer: welcomed again at the current version. */
+	m = mk_hello(f, PS_ROLE_WORKER, 0, &spec);
+	assert_int_equal(feed(f, &f->peer[0], &m, NULL, 0), PS_OK);
+	take_reply(f, &f->peer[0], &r);
+	assert_int_equal(r.u.welcome.worker_id, 1);
+	assert_int_equal(r.u.welcome.version, 1);
+	assert_int_equal(stats(f).workers_seen, 2);
+	assert_int_equal(stats(f).version, 1);
+}
+
+/* A worker that reconnects from a new peer takes over its rank; the old
+ * peer is no longer that worker. */
+static void test_server_hello_from_new_peer_takes_over(void **state)
+{
+	fx *f = *state;
+	ps_model_spec spec = test_spec();
+	ps_msg m, r;
+
+	join_all(f);
+	m = mk_hello(f, PS_ROLE_WORKER, 0, &spec);
+	assert_int_equal(feed(f, &f->peer[2], &m, NULL, 0), PS_OK);
+	take_reply(f, &f->peer[2], &r);
+	assert_int_equal(r.u.welcome.worker_id, 1);
+	assert_int_equal(stats(f).workers_seen, 2);
+
+	m = mk_pull(f, 1, 0, NPARAMS);
+	expect_rejected(f, &f->peer[0], &m, NULL, 0, PS_EUNKNOWN_WORKER,
+			PS_WIRE_ERR_UNKNOWN_WORKER, REJ(unknown_worker));
+	m = mk_pull(f, 1, 0, NPARAMS);
+	assert_int_equal(feed(f, &f->peer[2], &m, NULL, 0), PS_OK);
+	take_reply(f, &f->peer[2], &r);
+	assert_int_equal(r.kind, PS_MSG_WEIGHTS);
+}
+
+/* --- pull ---------------------------------------------------------------- */
+
+static void test_server_pull_returns_weights(void **state)
+{
+	fx *f = *state;
+	const fake_sent *rec;
+	ps_msg m, r;
+
+	join_all(f);
+	m = mk_pull(f, 1, 0, NPARAMS);
+	m.u.pull.clock = 7;
+	assert_int_equal(feed(f, &f->peer[0], &m, NULL, 0), PS_OK);
+	rec = take_reply(f, &f->peer[0], &r);
+	assert_int_equal(r.kind, PS_MSG_WEIGHTS);
+	assert_int_equal(r.request_id, m.request_id);
+	assert_int_equal(r.worker_id, 1);
+	assert_int_equal(r.u.weights.version, 0);
+	assert_int_equal(r.u.weights.begin, 0);
+	assert_int_equal(r.u.weights.end, NPARAMS);
+	assert_int_equal(r.u.weights.training_done, 0);
+	assert_int_equal(rec->tensor_len, NPARAMS * sizeof(float));
+	assert_memory_equal(rec->tensor, weights(f), NPARAMS * sizeof(float));
+
+	/* A part of the range: exactly those weights. */
+	m = mk_pull(f, 2, 3, 7);
+	assert_int_equal(feed(f, &f->peer[1], &m, NULL, 0), PS_OK);
+	rec = take_reply(f, &f->peer[1], &r);
+	assert_int_equal(r.u.weights.begin, 3);
+	assert_int_equal(r.u.weights.end, 7);
+	assert_int_equal(rec->tensor_len, 4 * sizeof(float));
+	assert_memory_equal(rec->tensor, weights(f) + 3, 4 * sizeof(float));
+
+	/* An empty range at the very end is still inside the model. */
+	m = mk_pull(f, 2, NPARAMS, NPARAMS);
+	assert_int_equal(feed(f, &f->peer[1], &m, NULL, 0), PS_OK);
+	rec = take_reply(f, &f->peer[1], &r);
+	assert_int_equal(r.kind, PS_MSG_WEIGHTS);
+	assert_int_equal(rec->tensor_len, 0);
+
+	assert_int_equal(stats(f).pulls, 3);
+	assert_int_equal(stats(f).version, 0);
+}
+
+/* --- push ---------------------------------------------------------------- */
+
+static void test_server_push_applies_sgd_and_measures_staleness(void **state)
+{
+	fx *f = *state;
+	float g[NPARAMS], want[NPARAMS];
+	const fake_sent *rec;
+	ps_server_stats st;
+	ps_msg m, r;
+
+	join_all(f);
+	/* w1 = w0 - 0.5 * g exactly, by hand against the weights pulled. */
+	memcpy(want, weights(f), sizeof want);
+	gradient(g, NPARAMS, 0);
+	for (size_t i = 0; i < NPARAMS; i++)
+		want[i] = want[i] - 0.5f * g[i];
+	m = mk_push(f, 1, 0, 0, NPARAMS, 8);
+	assert_int_equal(feed(f, &f->peer[0], &m, g, sizeof g), PS_OK);
+	take_reply(f, &f->peer[0], &r);
+	assert_int_equal(r.kind, PS_MSG_ACK);
+	assert_int_equal(r.request_id, m.request_id);
+	assert_int_equal(r.u.ack.version, 1);
+	assert_int_equal(r.u.ack.staleness, 0);
+	assert_int_equal(r.u.ack.seq, m.u.push.seq);
+	assert_floats_equal(weights(f), want, NPARAMS);
+
+	/* A pull now sees version 1 and the updated weights. */
+	m = mk_pull(f, 2, 0, NPARAMS);
+	assert_int_equal(feed(f, &f->peer[1], &m, NULL, 0), PS_OK);
+	rec = take_reply(f, &f->peer[1], &r);
+	assert_int_equal(r.u.weights.version, 1);
+	assert_memory_equal(rec->tensor, want, sizeof want);
+
+	/* Worker 1 computed on version 0; one update happened since. */
+	push_ok(f, 1, 0, 1);
+	/* Worker 0 again on version 0: two updates since. */
+	push_ok(f, 0, 0, 2);
+	/* Worker 1 up to date. */
+	push_ok(f, 1, 3, 0);
+
+	st = stats(f);
+	assert_int_equal(st.version, 4);
+	assert_int_equal(st.samples, 4 * 8);
+	assert_true(st.staleness_sum == 3.0);
+	assert_int_equal(st.staleness_max, 2);
+	assert_int_equal(st.staleness_hist[0], 2);
+	assert_int_equal(st.staleness_hist[1], 1);
+	assert_int_equal(st.staleness_hist[2], 1);
+	for (int b = 3; b < 8; b++)
+		assert_int_equal(st.staleness_hist[b], 0);
+	assert_int_equal(st.rejects_total, 0);
+}
+
+static void test_server_staleness_histogram_buckets(void **state)
+{
+	fx *f = *state;
+	static const uint64_t taus[] = { 1,  2,  3,  4,  7,  8,  15,
+					 16, 31, 32, 63, 64, 65, 100 };
+	static const uint64_t want[8] = { 100, 1, 2, 2, 2, 2, 2, 3 };
+	ps_server_stats st;
+
+	join(f, 0);
+	for (int i = 0; i < 100; i++)
+		push_ok(f, 0, (uint64_t)i, 0);
+	for (size_t i = 0; i < sizeof taus / sizeof taus[0]; i++)
+		push_ok(f, 0, stats(f).version - taus[i], taus[i]);
+	st = stats(f);
+	for (int b = 0; b < 8; b++)
+		if (st.staleness_hist[b] != want[b])
+			fail_msg("bucket %d: %llu, want %llu", b,
+				 (unsigned long long)st.staleness_hist[b],
+				 (unsigned long long)want[b]);
+	assert_int_equal(st.staleness_max, 100);
+}
+
+static void test_server_push_to_a_subrange(void **state)
+{
+	fx *f = *state;
+	float g[5] = { 1, 2, 3, 4, 5 }, want[NPARAMS];
+	ps_msg m, r;
+
+	join(f, 0);
+	memcpy(want, weights(f), sizeof want);
+	for (size_t i = 0; i < 5; i++)
+		want[5 + i] -= 0.5f * g[i];
+	m = mk_push(f, 1, 0, 5, 10, 4);
+	assert_int_equal(feed(f, &f->peer[0], &m, g, sizeof g), PS_OK);
+	take_reply(f, &f->peer[0], &r);
+	assert_int_equal(r.u.ack.version, 1);
+	assert_floats_equal(weights(f), want, NPARAMS);
+}
+
+/* The transport hands over its receive buffer: the gradient may sit at
+ * any address. */
+static void test_server_push_misaligned_gradient(void **state)
+{
+	fx *f = *state;
+	_Alignas(float) uint8_t raw[NPARAMS * sizeof(float) + 1];
+	float g[NPARAMS], want[NPARAMS];
+	ps_msg m, r;
+
+	join(f, 0);
+	gradient(g, NPARAMS, 5);
+	memcpy(raw + 1, g, sizeof g);
+	memcpy(want, weights(f), sizeof want);
+	for (size_t i = 0; i < NPARAMS; i++)
+		want[i] -= 0.5f * g[i];
+	m = mk_push(f, 1, 0, 0, NPARAMS, 4);
+	assert_int_equal(feed(f, &f->peer[0], &m, raw + 1, sizeof g), PS_OK);
+	take_reply(f, &f->peer[0], &r);
+	assert_int_equal(r.kind, PS_MSG_ACK);
+	assert_floats_equal(weights(f), want, NPARAMS);
+}
+
+/* --- refusals ------------------------------------------------------------ */
+
+static void test_server_rejects_garbage_bytes(void **state)
+{
+	fx *f = *state;
+	static const uint8_t garbage[] = { 0xff, 0xff, 0xff, 0xff, 0x0f,
+					   0x12, 0x34 };
+	static uint8_t huge[PS_WIRE_HEAD_MAX + 1];
+
+	join(f, 0);
+	expect_rejected_raw(f, &f->peer[2], garbage, sizeof garbage, NULL, 0,
+			    0, PS_EPROTO, PS_WIRE_ERR_MALFORMED,
+			    REJ(malformed));
+	expect_rejected_raw(f, &f->peer[0], garbage, sizeof garbage, NULL, 0,
+			    0, PS_EPROTO, PS_WIRE_ERR_MALFORMED,
+			    REJ(malformed));
+	expect_rejected_raw(f, &f->peer[0], huge, sizeof huge, NULL, 0, 0,
+			    PS_EPROTO, PS_WIRE_ERR_MALFORMED, REJ(malformed));
+	assert_still_serving(f);
+}
+
+static void test_server_rejects_wrong_protocol_version(void **state)
+{
+	fx *f = *state;
+	ps_msg m;
+
+	join(f, 0);
+	m = mk_pull(f, 1, 0, NPARAMS);
+	m.protocol = PS_PROTOCOL_VERSION + 1;
+	m.request_id = 99;
+	expect_rejected(f, &f->peer[0], &m, NULL, 0, PS_EVERSION,
+			PS_WIRE_ERR_VERSION, REJ(version));
+	m.protocol = 0;
+	m.request_id = 98;
+	expect_rejected(f, &f->peer[0], &m, NULL, 0, PS_EVERSION,
+			PS_WIRE_ERR_VERSION, REJ(version));
+	assert_still_serving(f);
+}
+
+static void test_server_rejects_push_of_wrong_length(void **state)
+{
+	fx *f = *state;
+	float g[NPARAMS + 1];
+	ps_model_spec spec = test_spec();
+	ps_msg m;
+
+	join(f, 0);
+	gradient(g, NPARAMS + 1, 0);
+	m = mk_push(f, 1, 0, 0, NPARAMS, 8);
+	expect_rejected(f, &f->peer[0], &m, g, (NPARAMS - 1) * sizeof(float),
+			PS_EPROTO, PS_WIRE_ERR_BAD_LENGTH, REJ(bad_length));
+	m = mk_push(f, 1, 0, 0, NPARAMS, 8);
+	expect_rejected(f, &f->peer[0], &m, g, sizeof g, PS_EPROTO,
+			PS_WIRE_ERR_BAD_LENGTH, REJ(bad_length));
+	m = mk_push(f, 1, 0, 0, NPARAMS, 8);
+	expect_rejected(f, &f->peer[0], &m, NULL, 0, PS_EPROTO,
+			PS_WIRE_ERR_BAD_LENGTH, REJ(bad_length));
+	m = mk_push(f, 1, 0, 0, NPARAMS, 8);
+	expect_rejected(f, &f->peer[0], &m, g, NPARAMS * sizeof(float) - 1,
+			PS_EPROTO, PS_WIRE_ERR_BAD_LENGTH, REJ(bad_length));
+	/* Messages without a tensor must not carry one. */
+	m = mk_pull(f, 1, 0, NPARAMS);
+	expect_rejected(f, &f->peer[0], &m, g, sizeof(float), PS_EPROTO,
+			PS_WIRE_ERR_BAD_LENGTH, REJ(bad_length));
+	m = mk_hello(f, PS_ROLE_WORKER, 1, &spec);
+	expect_rejected(f, &f->peer[1], &m, g, sizeof(float), PS_EPROTO,
+			PS_WIRE_ERR_BAD_LENGTH, REJ(bad_length));
+	assert_int_equal(stats(f).workers_seen, 1);
+	assert_still_serving(f);
+}
+
+static void test_server_rejects_nonfinite_push(void **state)
+{
+	fx *f = *state;
+	const float bad[] = { NAN, -NAN, INFINITY, -INFINITY };
+	const size_t where[] = { 3, 0, 14, 7 };
+	float g[NPARAMS];
+	ps_msg m;
+
+	join(f, 0);
+	for (size_t k = 0; k < 4; k++) {
+		gradient(g, NPARAMS, 1);
+		g[where[k]] = bad[k];
+		m = mk_push(f, 1, 0, 0, NPARAMS, 8);
+		expect_rejected(f, &f->peer[0], &m, g, sizeof g, PS_ENONFINITE,
+				PS_WIRE_ERR_NONFINITE, REJ(nonfinite));
+	}
+	/* In a part of the range too. */
+	gradient(g, 5, 1);
+	g[4] = NAN;
+	m = mk_push(f, 1, 0, 10, 15, 8);
+	expect_rejected(f, &f->peer[0], &m, g, 5 * sizeof(float),
+			PS_ENONFINITE, PS_WIRE_ERR_NONFINITE, REJ(nonfinite));
+	assert_still_serving(f);
+}
+
+static void test_server_rejects_unknown_worker(void **state)
+{
+	fx *f = *state;
+	float g[NPARAMS];
+	ps_msg m;
+
+	gradient(g, NPARAMS, 0);
+	/* Before any hello. */
+	m = mk_pull(f, 1, 0, NPARAMS);
+	expect_rejected(f, &f->peer[0], &m, NULL, 0, PS_EUNKNOWN_WORKER,
+			PS_WIRE_ERR_UNKNOWN_WORKER, REJ(unknown_worker));
+	m = mk_push(f, 1, 0, 0, NPARAMS, 8);
+	expect_rejected(f, &f->peer[0], &m, g, sizeof g, PS_EUNKNOWN_WORKER,
+			PS_WIRE_ERR_UNKNOWN_WORKER, REJ(unknown_worker));
+	m = mk(f, PS_MSG_BYE, 1);
+	expect_rejected(f, &f->peer[0], &m, NULL, 0, PS_EUNKNOWN_WORKER,
+			PS_WIRE_ERR_UNKNOWN_WORKER, REJ(unknown_worker));
+
+	join_all(f);
+	/* Another peer's id. */
+	m = mk_pull(f, 1, 0, NPARAMS);
+	expect_rejected(f, &f->peer[1], &m, NULL, 0, PS_EUNKNOWN_WORKER,
+			PS_WIRE_ERR_UNKNOWN_WORKER, REJ(unknown_worker));
+	m = mk_push(f, 1, 0, 0, NPARAMS, 8);
+	expect_rejected(f, &f->peer[1], &m, g, sizeof g, PS_EUNKNOWN_WORKER,
+			PS_WIRE_ERR_UNKNOWN_WORKER, REJ(unknown_worker));
+	m = mk_push(f, 2, 0, 0, NPARAMS, 8);
+	expect_rejected(f, &f->peer[2], &m, g, sizeof g, PS_EUNKNOWN_WORKER,
+			PS_WIRE_ERR_UNKNOWN_WORKER, REJ(unknown_worker));
+	m = mk(f, PS_MSG_BYE, 2);
+	expect_rejected(f, &f->peer[0], &m, NULL, 0, PS_EUNKNOWN_WORKER,
+			PS_WIRE_ERR_UNKNOWN_WORKER, REJ(unknown_worker));
+	/* Ids nobody was given. */
+	m = mk_pull(f, 0, 0, NPARAMS);
+	expect_rejected(f, &f->peer[0], &m, NULL, 0, PS_EUNKNOWN_WORKER,
+			PS_WIRE_ERR_UNKNOWN_WORKER, REJ(unknown_worker));
+	m = mk_pull(f, NUM_WORKERS + 1, 0, NPARAMS);
+	expect_rejected(f, &f->peer[0], &m, NULL, 0, PS_EUNKNOWN_WORKER,
+			PS_WIRE_ERR_UNKNOWN_WORKER, REJ(unknown_worker));
+	m = mk_pull(f, 0x10000, 0, NPARAMS);
+	expect_rejected(f, &f->peer[0], &m, NULL, 0, PS_EUNKNOWN_WORKER,
+			PS_WIRE_ERR_UNKNOWN_WORKER, REJ(unknown_worker));
+	m = mk_pull(f, UINT32_MAX, 0, NPARAMS);
+	expect_rejected(f, &f->peer[0], &m, NULL, 0, PS_EUNKNOWN_WORKER,
+			PS_WIRE_ERR_UNKNOWN_WORKER, REJ(unknown_worker));
+	assert_int_equal(stats(f).workers_done, 0);
+	assert_still_serving(f);
+}
+
+static void test_server_rejects_bad_rank(void **state)
+{
+	fx *f = *state;
+	ps_model_spec spec = test_spec();
+	ps_msg m;
+
+	join(f, 0);
+	m = mk_hello(f, PS_ROLE_WORKER, NUM_WORKERS, &spec);
+	expect_rejected(f, &f->peer[2], &m, NULL, 0, PS_ERANGE,
+			PS_WIRE_ERR_BAD_RANK, REJ(bad_rank));
+	m = mk_hello(f, PS_ROLE_WORKER, UINT32_MAX, &spec);
+	expect_rejected(f, &f->peer[2], &m, NULL, 0, PS_ERANGE,
+			PS_WIRE_ERR_BAD_RANK, REJ(bad_rank));
+	assert_int_equal(stats(f).workers_seen, 1);
+	/* The refused peer did not become anyone. */
+	m = mk_pull(f, NUM_WORKERS + 1, 0, NPARAMS);
+	expect_rejected(f, &f->peer[2], &m, NULL, 0, PS_EUNKNOWN_WORKER,
+			PS_WIRE_ERR_UNKNOWN_WORKER, REJ(unknown_worker));
+	assert_still_serving(f);
+}
+
+/* Regression: a hello refused for its rank used to size the model when it
+ * came first, so the correct workers that followed were refused with
+ * model_mismatch. A refused hello leaves no state behind. */
+static void test_server_bad_rank_hello_does_not_fix_the_model(void **state)
+{
+	fx *f = *state;
+	ps_model_spec other = test_spec();
+	const float *w = NULL;
+	const ps_model_spec *spec = NULL;
+	uint64_t n = 0;
+	ps_msg m;
+
+	strcpy(other.name, "linear");
+	other.output_dim = 1;
+	m = mk_hello(f, PS_ROLE_WORKER, NUM_WORKERS, &other);
+	expect_rejected(f, &f->peer[2], &m, NULL, 0, PS_ERANGE,
+			PS_WIRE_ERR_BAD_RANK, REJ(bad_rank));
+	assert_int_equal(ps_server_weights(f->s, &w, &n, &spec), PS_EINVAL);
+	join(f, 0);
+	assert_int_equal(ps_server_weights(f->s, &w, &n, &spec), PS_OK);
+	assert_string_equal(spec->name, "softmax");
+	assert_still_serving(f);
+}
+
+static void test_server_rejects_model_mismatch(void **state)
+{
+	fx *f = *state;
+	ps_model_spec good = test_spec(), bad;
+	ps_msg m;
+
+	join(f, 0);
+	bad = good;
+	bad.output_dim = 4;
+	m = mk_hello(f, PS_ROLE_WORKER, 1, &bad);
+	expect_rejected(f, &f->peer[1], &m, NULL, 0, PS_EINVAL,
+			PS_WIRE_ERR_MODEL_MISMATCH, REJ(model_mismatch));
+	bad = good;
+	bad.input_dim = 5;
+	m = mk_hello(f, PS_ROLE_WORKER, 1, &bad);
+	expect_rejected(f, &f->peer[1], &m, NULL, 0, PS_EINVAL,
+			PS_WIRE_ERR_MODEL_MISMATCH, REJ(model_mismatch));
+	bad = good;
+	bad.init_seed = 1235;
+	m = mk_hello(f, PS_ROLE_WORKER, 1, &bad);
+	expect_rejected(f, &f->peer[1], &m, NULL, 0, PS_EINVAL,
+			PS_WIRE_ERR_MODEL_MISMATCH, REJ(model_mismatch));
+	bad = good;
+	strcpy(bad.name, "linear");
+	bad.output_dim = 1;
+	m = mk_hello(f, PS_ROLE_WORKER, 1, &bad);
+	expect_rejected(f, &f->peer[1], &m, NULL, 0, PS_EINVAL,
+			PS_WIRE_ERR_MODEL_MISMATCH, REJ(model_mismatch));
+	bad = good;
+	strcpy(bad.hidden, "8");
+	m = mk_hello(f, PS_ROLE_WORKER, 1, &bad);
+	expect_rejected(f, &f->peer[1], &m, NULL, 0, PS_EINVAL,
+			PS_WIRE_ERR_MODEL_MISMATCH, REJ(model_mismatch));
+	/* Evaluators must agree too. */
+	m = mk_hello(f, PS_ROLE_EVALUATOR, 0, &bad);
+	expect_rejected(f, &f->peer[2], &m, NULL, 0, PS_EINVAL,
+			PS_WIRE_ERR_MODEL_MISMATCH, REJ(model_mismatch));
+	/* Nobody was registered by the refused hellos. */
+	assert_int_equal(stats(f).workers_seen, 1);
+	m = mk_pull(f, 2, 0, NPARAMS);
+	expect_rejected(f, &f->peer[1], &m, NULL, 0, PS_EUNKNOWN_WORKER,
+			PS_WIRE_ERR_UNKNOWN_WORKER, REJ(unknown_worker));
+	assert_still_serving(f);
+}
+
+static void test_server_rejects_invalid_model_spec(void **state)
+{
+	fx *f = *state;
+	ps_model_spec bad = test_spec();
+	const float *w = NULL;
+	const ps_model_spec *spec = NULL;
+	uint64_t n = 0;
+	ps_msg m;
+
+	strcpy(bad.name, "bogus");
+	m = mk_hello(f, PS_ROLE_WORKER, 0, &bad);
+	expect_rejected(f, &f->peer[0], &m, NULL, 0, PS_EINVAL,
+			PS_WIRE_ERR_MALFORMED, REJ(malformed));
+	bad = test_spec();
+	bad.input_dim = 0;
+	m = mk_hello(f, PS_ROLE_WORKER, 0, &bad);
+	expect_rejected(f, &f->peer[0], &m, NULL, 0, PS_EINVAL,
+			PS_WIRE_ERR_MALFORMED, REJ(malformed));
+	bad = test_spec();
+	bad.output_dim = 1; /* softmax needs two classes */
+	m = mk_hello(f, PS_ROLE_WORKER, 0, &bad);
+	expect_rejected(f, &f->peer[0], &m, NULL, 0, PS_EINVAL,
+			PS_WIRE_ERR_MALFORMED, REJ(malformed));
+	/* No model was made from them; a good hello still sets one up. */
+	assert_int_equal(ps_server_weights(f->s, &w, &n, &spec), PS_EINVAL);
+	assert_int_equal(stats(f).workers_seen, 0);
+	join(f, 0);
+	assert_still_serving(f);
+}
+
+static void test_server_rejects_push_ahead_of_version(void **state)
+{
+	fx *f = *state;
+	float g[NPARAMS];
+	ps_msg m;
+
+	join(f, 0);
+	gradient(g, NPARAMS, 0);
+	m = mk_push(f, 1, 1, 0, NPARAMS, 8);
+	expect_rejected(f, &f->peer[0], &m, g, sizeof g, PS_EPROTO,
+			PS_WIRE_ERR_MALFORMED, REJ(malformed));
+	push_ok(f, 0, 0, 0);
+	m = mk_push(f, 1, UINT64_MAX, 0, NPARAMS, 8);
+	expect_rejected(f, &f->peer[0], &m, g, sizeof g, PS_EPROTO,
+			PS_WIRE_ERR_MALFORMED, REJ(malformed));
+	assert_still_serving(f);
+}
+
+/* Pushes that are well formed but come from the wrong party or say
+ * nothing: an evaluator's, one after the worker's bye, an empty range. */
+static void test_server_rejects_pushes_that_must_not_apply(void **state)
+{
+	fx *f = *state;
+	ps_model_spec spec = test_spec();
+	float g[NPARAMS];
+	uint32_t eval_id;
+	ps_msg m, r;
+
+	join_all(f);
+	gradient(g, NPARAMS, 0);
+	m = mk_hello(f, PS_ROLE_EVALUATOR, 0, &spec);
+	assert_int_equal(feed(f, &f->peer[2], &m, NULL, 0), PS_OK);
+	take_reply(f, &f->peer[2], &r);
+	eval_id = r.u.welcome.worker_id;
+	m = mk_push(f, eval_id, 0, 0, NPARAMS, 8);
+	expect_rejected(f, &f->peer[2], &m, g, sizeof g, PS_EPROTO,
+			PS_WIRE_ERR_MALFORMED, REJ(malformed));
+
+	m = mk_push(f, 1, 0, 3, 3, 8);
+	expect_rejected(f, &f->peer[0], &m, NULL, 0, PS_EPROTO,
+			PS_WIRE_ERR_MALFORMED, REJ(malformed));
+
+	m = mk(f, PS_MSG_BYE, 2);
+	assert_int_equal(feed(f, &f->peer[1], &m, NULL, 0), PS_OK);
+	take_reply(f, &f->peer[1], &r);
+	m = mk_push(f, 2, 0, 0, NPARAMS, 8);
+	expect_rejected(f, &f->peer[1], &m, g, sizeof g, PS_EPROTO,
+			PS_WIRE_ERR_MALFORMED, REJ(malformed));
+	assert_still_serving(f);
+}
+
+static void test_server_rejects_range_beyond_model(void **state)
+{
+	fx *f = *state;
+	float g[NPARAMS];
+	ps_msg m;
+
+	join(f, 0);
+	gradient(g, NPARAMS, 0);
+	m = mk_pull(f, 1, 0, NPARAMS + 1);
+	expect_rejected(f, &f->peer[0], &m, NULL, 0, PS_ERANGE,
+			PS_WIRE_ERR_MALFORMED, REJ(malformed));
+	m = mk_pull(f, 1, NPARAMS, NPARAMS + 1);
+	expect_rejected(f, &f->peer[0], &m, NULL, 0, PS_ERANGE,
+			PS_WIRE_ERR_MALFORMED, REJ(malformed));
+	m = mk_pull(f, 1, UINT64_MAX - 1, UINT64_MAX);
+	expect_rejected(f, &f->peer[0], &m, NULL, 0, PS_ERANGE,
+			PS_WIRE_ERR_MALFORMED, REJ(malformed));
+	/* begin > end never gets past decoding. */
+	m = mk_pull(f, 1, 7, 3);
+	expect_rejected(f, &f->peer[0], &m, NULL, 0, PS_EPROTO,
+			PS_WIRE_ERR_MALFORMED, REJ(malformed));
+	m = mk_push(f, 1, 0, 10, 10 + NPARAMS, 8);
+	expect_rejected(f, &f->peer[0], &m, g, sizeof g, PS_ERANGE,
+			PS_WIRE_ERR_MALFORMED, REJ(malformed));
+	assert_int_equal(stats(f).pulls, 0);
+	assert_still_serving(f);
+}
+
+/* Weights, ack, welcome and error go from a server, never to one. */
+static void test_server_rejects_messages_only_servers_send(void **state)
+{
+	fx *f = *state;
+	float w[NPARAMS];
+	ps_msg m;
+
+	join(f, 0);
+	memcpy(w, weights(f), sizeof w);
+	m = mk(f, PS_MSG_WEIGHTS, 1);
+	m.u.weights.end = NPARAMS;
+	expect_rejected(f, &f->peer[0], &m, w, sizeof w, PS_EPROTO,
+			PS_WIRE_ERR_MALFORMED, REJ(malformed));
+	m = mk(f, PS_MSG_ACK, 1);
+	m.u.ack.version = 5;
+	expect_rejected(f, &f->peer[0], &m, NULL, 0, PS_EPROTO,
+			PS_WIRE_ERR_MALFORMED, REJ(malformed));
+	m = mk(f, PS_MSG_WELCOME, 1);
+	m.u.welcome.num_params = NPARAMS;
+	m.u.welcome.end = NPARAMS;
+	expect_rejected(f, &f->peer[0], &m, NULL, 0, PS_EPROTO,
+			PS_WIRE_ERR_MALFORMED, REJ(malformed));
+	m = mk(f, PS_MSG_ERROR, 1);
+	m.u.error.code = PS_WIRE_ERR_MALFORMED;
+	strcpy(m.u.error.message, "loop?");
+	expect_rejected(f, &f->peer[0], &m, NULL, 0, PS_EPROTO,
+			PS_WIRE_ERR_MALFORMED, REJ(malformed));
+	assert_still_serving(f);
+}
+
+static void test_server_count_malformed_answers_sender(void **state)
+{
+	fx *f = *state;
+	ps_server_stats st;
+	ps_frame fr;
+	ps_msg r;
+
+	join(f, 0);
+	memset(&fr, 0, sizeof fr);
+	fr.from = f->peer[2];
+	ps_server_count_malformed(f->s, &fr);
+	take_reply(f, &f->peer[2], &r);
+	assert_int_equal(r.kind, PS_MSG_ERROR);
+	assert_int_equal(r.u.error.code, PS_WIRE_ERR_MALFORMED);
+	memset(&fr, 0, sizeof fr);
+	ps_server_count_malformed(f->s, &fr);
+	assert_no_reply(f);
+	st = stats(f);
+	assert_int_equal(st.rejects.malformed, 2);
+	assert_int_equal(st.rejects_total, 2);
+	assert_still_serving(f);
+}
+
+/* --- evaluators ---------------------------------------------------------- */
+
+static void test_server_evaluator_pulls_and_is_not_a_worker(void **state)
+{
+	fx *f = *state;
+	ps_model_spec spec = test_spec();
+	const fake_sent *rec;
+	uint32_t id;
+	ps_msg m, r;
+
+	join_all(f);
+	m = mk_hello(f, PS_ROLE_EVALUATOR, 0, &spec);
+	assert_int_equal(feed(f, &f->peer[2], &m, NULL, 0), PS_OK);
+	take_reply(f, &f->peer[2], &r);
+	assert_int_equal(r.kind, PS_MSG_WELCOME);
+	id = r.u.welcome.worker_id;
+	assert_true(id != 0 && id > NUM_WORKERS);
+	assert_int_equal(r.u.welcome.num_params, NPARAMS);
+	assert_int_equal(stats(f).workers_seen, NUM_WORKERS);
+
+	m = mk_pull(f, id, 0, NPARAMS);
+	assert_int_equal(feed(f, &f->peer[2], &m, NULL, 0), PS_OK);
+	rec = take_reply(f, &f->peer[2], &r);
+	assert_int_equal(r.kind, PS_MSG_WEIGHTS);
+	assert_memory_equal(rec->tensor, weights(f), NPARAMS * sizeof(float));
+
+	/* Its bye does not count towards the end of training. */
+	m = mk(f, PS_MSG_BYE, id);
+	assert_int_equal(feed(f, &f->peer[2], &m, NULL, 0), PS_OK);
+	take_reply(f, &f->peer[2], &r);
+	assert_int_equal(r.kind, PS_MSG_BYE);
+	assert_int_equal(stats(f).workers_done, 0);
+	assert_false(ps_server_training_done(f->s));
+}
+
+static void test_server_rejects_evaluators_beyond_capacity(void **state)
+{
+	fx *f = *state;
+	ps_model_spec spec = test_spec();
+	ps_peer p;
+	ps_msg m, r;
+	uint8_t k;
+
+	join(f, 0);
+	for (k = 0; k < 200; k++) {
+		p = make_peer(0);
+		p.id[0] = 'e';
+		p.id[4] = k;
+		m = mk_hello(f, PS_ROLE_EVALUATOR, 0, &spec);
+		if (feed(f, &p, &m, NULL, 0) != PS_OK)
+			break;
+		take_reply(f, &p, &r);
+		assert_int_equal(r.kind, PS_MSG_WELCOME);
+	}
+	assert_true(k > 0 && k < 200);
+	/* The refused one was answered and counted like any bad rank. */
+	take_reply(f, &p, &r);
+	assert_int_equal(r.kind, PS_MSG_ERROR);
+	assert_int_equal(r.u.error.code, PS_WIRE_ERR_BAD_RANK);
+	assert_int_equal(stats(f).rejects.bad_rank, 1);
+	/* An evaluator already known may say hello again. */
+	p.id[4] = 0;
+	m = mk_hello(f, PS_ROLE_EVALUATOR, 0, &spec);
+	assert_int_equal(feed(f, &p, &m, NULL, 0), PS_OK);
+	take_reply(f, &p, &r);
+	assert_int_equal(r.kind, PS_MSG_WELCOME);
+	assert_still_serving(f);
+}
+
+/* --- end of training ----------------------------------------------------- */
+
+static void test_server_bye_from_every_worker_ends_training(void **state)
+{
+	fx *f = *state;
+	ps_msg m, r;
+
+	join_all(f);
+	push_ok(f, 0, 0, 0);
+	assert_false(ps_server_training_done(f->s));
+
+	m = mk(f, PS_MSG_BYE, 1);
+	m.u.bye.samples = 8;
+	assert_int_equal(feed(f, &f->peer[0], &m, NULL, 0), PS_OK);
+	take_reply(f, &f->peer[0], &r);
+	assert_int_equal(r.kind, PS_MSG_BYE);
+	assert_int_equal(r.request_id, m.request_id);
+	assert_false(ps_server_training_done(f->s));
+	/* A repeated bye is answered but not counted twice. */
+	m = mk(f, PS_MSG_BYE, 1);
+	assert_int_equal(feed(f, &f->peer[0], &m, NULL, 0), PS_OK);
+	take_reply(f, &f->peer[0], &r);
+	assert_int_equal(stats(f).workers_done, 1);
+	assert_false(ps_server_training_done(f->s));
+
+	m = mk_pull(f, 2, 0, NPARAMS);
+	assert_int_equal(feed(f, &f->peer[1], &m, NULL, 0), PS_OK);
+	take_reply(f, &f->peer[1], &r);
+	assert_int_equal(r.u.weights.training_done, 0);
+
+	m = mk(f, PS_MSG_BYE, 2);
+	assert_int_equal(feed(f, &f->peer[1], &m, NULL, 0), PS_OK);
+	take_reply(f, &f->peer[1], &r);
+	assert_int_equal(r.kind, PS_MSG_BYE);
+	assert_true(ps_server_training_done(f->s));
+	assert_int_equal(stats(f).workers_done, NUM_WORKERS);
+	assert_true(stats(f).train_seconds >= 0);
+
+	/* Anyone still pulling learns that training is over. */
+	m = mk_pull(f, 1, 0, NPARAMS);
+	assert_int_equal(feed(f, &f->peer[0], &m, NULL, 0), PS_OK);
+	take_reply(f, &f->peer[0], &r);
+	assert_int_equal(r.kind, PS_MSG_WEIGHTS);
+	assert_int_equal(r.u.weights.training_done, 1);
+	assert_int_equal(r.u.weights.version, 1);
+}
+
+/* A worker that says hello again after its bye is training again. */
+static void test_server_hello_after_bye_reopens_worker(void **state)
+{
+	fx *f = *state;
+	ps_msg m, r;
+
+	join(f, 0);
+	m = mk(f, PS_MSG_BYE, 1);
+	assert_int_equal(feed(f, &f->peer[0], &m, NULL, 0), PS_OK);
+	take_reply(f, &f->peer[0], &r);
+	assert_int_equal(stats(f).workers_done, 1);
+	join(f, 0);
+	assert_int_equal(stats(f).workers_done, 0);
+	assert_int_equal(stats(f).workers_seen, 1);
+}
+
+/* --- the transport's part ------------------------------------------------- */
+
+static void test_server_anonymous_peer_gets_no_reply(void **state)
+{
+	fx *f = *state;
+	static const uint8_t garbage[] = { 0xff, 0x01 };
+	ps_peer anon;
+	ps_msg m;
+
+	memset(&anon, 0, sizeof anon);
+	join(f, 0);
+	expect_rejected_raw(f, &anon, garbage, sizeof garbage, NULL, 0, 0,
+			    PS_EPROTO, PS_WIRE_ERR_MALFORMED, REJ(malformed));
+	expect_rejected_raw(f, NULL, garbage, sizeof garbage, NULL, 0, 0,
+			    PS_EPROTO, PS_WIRE_ERR_MALFORMED, REJ(malformed));
+	m = mk_pull(f, 1, 0, NPARAMS);
+	expect_rejected(f, &anon, &m, NULL, 0, PS_EUNKNOWN_WORKER,
+			PS_WIRE_ERR_UNKNOWN_WORKER, REJ(unknown_worker));
+	m = mk_pull(f, 1, 0, NPARAMS);
+	m.protocol = 9;
+	expect_rejected(f, &anon, &m, NULL, 0, PS_EVERSION,
+			PS_WIRE_ERR_VERSION, REJ(version));
+	assert_int_equal(stats(f).rejects.send_failed, 0);
+	assert_still_serving(f);
+}
+
+static void test_server_send_failure_is_counted(void **state)
+{
+	fx *f = *state;
+	static const uint8_t garbage[] = { 0xff, 0x01 };
+	float g[NPARAMS];
+	ps_server_stats st;
+	ps_msg m;
+
+	join_all(f);
+	/* A weights reply that cannot be queued. */
+	fake_transport_fail_next(f->t, 1, PS_EUNKNOWN_WORKER);
+	m = mk_pull(f, 1, 0, NPARAMS);
+	assert_int_equal(feed(f, &f->peer[0], &m, NULL, 0), PS_OK);
+	assert_no_reply(f);
+	assert_int_equal(stats(f).rejects.send_failed, 1);
+
+	/* A lost ack does not undo the update. */
+	fake_transport_fail_next(f->t, 1, PS_ETIMEDOUT);
+	gradient(g, NPARAMS, 0);
+	m = mk_push(f, 2, 0, 0, NPARAMS, 8);
+	assert_int_equal(feed(f, &f->peer[1], &m, g, sizeof g), PS_OK);
+	assert_no_reply(f);
+	st = stats(f);
+	assert_int_equal(st.version, 1);
+	assert_int_equal(st.rejects.send_failed, 2);
+
+	/* A lost error reply: the refusal and the failed send both count. */
+	fake_transport_fail_next(f->t, 1, PS_ETRANSPORT);
+	assert_int_equal(feed_raw(f, &f->peer[2], garbage, sizeof garbage,
+				  NULL, 0),
+			 PS_EPROTO);
+	assert_no_reply(f);
+	st = stats(f);
+	assert_int_equal(st.rejects.malformed, 1);
+	assert_int_equal(st.rejects.send_failed, 3);
+	assert_int_equal(fake_transport_refused(f->t), 3);
+	/* send_failed is a count of its own, not a refused message. */
+	assert_int_equal(st.rejects_total, 1);
+
+	assert_still_serving(f);
+	push_ok(f, 1, 2, 0);
+}
+
+/* --- construction, the loop, the report ----------------------------------- */
+
+static void test_server_new_rejects_bad_config(void **state)
+{
+	static const double bad_lr[] = { 0.0, -0.5, NAN, INFINITY, -INFINITY };
+	ps_transport *t = NULL;
+	ps_server *s;
+
+	(void)state;
+	assert_int_equal(fake_transport_new(&t), PS_OK);
+	s = (ps_server *)(void *)&t; /* must come back NULL */
+	assert_int_equal(new_server(&s, t, 0, 0.5, 0), PS_EINVAL);
+	assert_null(s);
+	for (size_t i = 0; i < sizeof bad_lr / sizeof bad_lr[0]; i++) {
+		s = (ps_server *)(void *)&t;
+		assert_int_equal(new_server(&s, t, 1, bad_lr[i], 0),
+				 PS_EINVAL);
+		assert_null(s);
+	}
+	assert_int_equal(new_server(&s, t, 1, 0.5, 0), PS_OK);
+	assert_non_null(s);
+	ps_server_destroy(&s);
+	assert_null(s);
+	assert_int_equal(fake_transport_count(t), 0);
+	ps_transport_destroy(&t);
+}
+
+static void test_server_destroy_accepts_null(void **state)
+{
+	ps_server *s = NULL;
+
+	(void)state;
+	ps_server_destroy(NULL);
+	ps_server_destroy(&s);
+	assert_null(s);
+}
+
+static void test_server_run_stops_and_times_out(void **state)
+{
+	fx *f = *state;
+	ps_server *s = NULL;
+	volatile int stop = 1;
+	ps_err e = { 0, "" };
+
+	assert_int_equal(ps_server_run(f->s, &stop, &e), PS_EINTR);
+	assert_int_equal(e.code, PS_EINTR);
+
+	/* Nothing ever arrives through the fake: the hang guard fires. */
+	assert_int_equal(new_server(&s, f->t, 1, 0.5, 0.02), PS_OK);
+	stop = 0;
+	assert_int_equal(ps_server_run(s, &stop, &e), PS_ETIMEDOUT);
+	assert_int_equal(e.code, PS_ETIMEDOUT);
+	ps_server_destroy(&s);
+
+	/* With every worker gone and no evaluator, run returns at once. */
+	join_all(f);
+	for (uint32_t k = 0; k < NUM_WORKERS; k++) {
+		ps_msg m = mk(f, PS_MSG_BYE, k + 1), r;
+		assert_int_equal(feed(f, &f->peer[k], &m, NULL, 0), PS_OK);
+		take_reply(f, &f->peer[k], &r);
+	}
+	assert_int_equal(ps_server_run(f->s, &stop, &e), PS_OK);
+}
+
+static void test_server_stats_json_has_the_figures(void **state)
+{
+	fx *f = *state;
+	static const uint8_t garbage[] = { 0xff, 0x01 };
+	FILE *tmp = tmpfile();
+	char buf[4096];
+	size_t len;
+	long depth = 0;
+
+	assert_non_null(tmp);
+	join_all(f);
+	push_ok(f, 0, 0, 0);
+	push_ok(f, 1, 0, 1);
+	assert_int_equal(feed_raw(f, &f->peer[2], garbage, sizeof garbage,
+				  NULL, 0),
+			 PS_EPROTO);
+	ps_server_write_stats_json(f->s, tmp);
+	rewind(tmp);
+	len = fread(buf, 1, sizeof buf - 1, tmp);
+	fclose(tmp);
+	assert_true(len > 0 && len < sizeof buf - 1);
+	buf[len] = '\0';
+
+	assert_non_null(strstr(buf, "\"updates\": 2,"));
+	assert_non_null(strstr(buf, "\"samples\": 16,"));
+	assert_non_null(strstr(buf, "\"staleness_mean\": 0.5"));
+	assert_non_null(strstr(buf, "\"staleness_max\": 1,"));
+	assert_non_null(strstr(buf, "\"staleness_histogram\": {\"0\": 1, "
+				    "\"1\": 1,"));
+	assert_non_null(strstr(buf, "\"rejected\": {\"total\": 1, "
+				    "\"malformed\": 1,"));
+	assert_non_null(strstr(buf, "\"workers\": 2,"));
+	/* One object, braces and brackets balanced. */
+	assert_int_equal(buf[0], '{');
+	for (size_t i = 0; i < len; i++) {
+		if (buf[i] == '{' || buf[i] == '[')
+			depth++;
+		else if (buf[i] == '}' || buf[i] == ']')
+			depth--;
+		assert_true(depth >= 0);
+		if (depth == 0)
+			assert_true(i == len - 2 || i == len - 1);
+	}
+	assert_int_equal(depth, 0);
+}
+
+int main(void)
+{
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+	const struct CMUnitTest tests[] = {
+		T(test_server_hello_welcomes_worker),
+		T(test_server_hello_again_keeps_state),
+		T(test_server_hello_from_new_peer_takes_over),
+		T(test_server_pull_returns_weights),
+		T(test_server_push_applies_sgd_and_measures_staleness),
+		T(test_server_staleness_histogram_buckets),
+		T(test_server_push_to_a_subrange),
+		T(test_server_push_misaligned_gradient),
+		T(test_server_rejects_garbage_bytes),
+		T(test_server_rejects_wrong_protocol_version),
+		T(test_server_rejects_push_of_wrong_length),
+		T(test_server_rejects_nonfinite_push),
+		T(test_server_rejects_unknown_worker),
+		T(test_server_rejects_bad_rank),
+		T(test_server_bad_rank_hello_does_not_fix_the_model),
+		T(test_server_rejects_model_mismatch),
+		T(test_server_rejects_invalid_model_spec),
+		T(test_server_rejects_push_ahead_of_version),
+		T(test_server_rejects_pushes_that_must_not_apply),
+	T(test_server_rejects_range_beyond_model),
+		T(test_server_rejects_messages_only_servers_send),
+		T(test_server_count_malformed_answers_sender),
+		T(test_server_evaluator_pulls_and_is_not_a_worker),
+		T(test_server_rejects_evaluators_beyond_capacity),
+		T(test_server_bye_from_every_worker_ends_training),
+		T(test_server_hello_after_bye_reopens_worker),
+		T(test_server_anonymous_peer_gets_no_reply),
+		T(test_server_send_failure_is_counted),
+		T(test_server_new_rejects_bad_config),
+		T(test_server_destroy_accepts_null),
+		T(test_server_run_stops_and_times_out),
+		T(test_server_stats_json_has_the_figures),
+	};
+#undef T
+
+	/* Refusals are logged as warnings; keep the test output readable. */
+	ps_log_setup("test", PS_LOG_ERROR);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
