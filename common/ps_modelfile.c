@@ -70,6 +70,26 @@ static uLong crc_update(uLong crc, const void *p, uint64_t len)
 	return crc;
 }
 
+/* Make the rename itself durable. Best effort: some file systems refuse
+ * to fsync a directory, and the file's own data is already on disk. */
+static void sync_parent_dir(const char *path)
+{
+	char dir[4096];
+	const char *slash = strrchr(path, '/');
+	int fd;
+
+	if (!slash)
+		snprintf(dir, sizeof dir, ".");
+	else if (snprintf(dir, sizeof dir, "%.*s", (int)(slash - path + 1),
+			  path) >= (int)sizeof dir)
+		return;
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		(void)fsync(fd);
+		close(fd);
+	}
+}
+
 int ps_modelfile_write(const char *path, const ps_model_spec *spec,
 		       uint64_t version, const float *w, uint64_t num_params,
 		       ps_err *e)
@@ -79,6 +99,9 @@ int ps_modelfile_write(const char *path, const ps_model_spec *spec,
 	int fd = -1, rc = PS_OK;
 	uLong crc;
 
+	if (num_params == 0 || num_params > MAX_PARAMS)
+		return ps_err_set(e, PS_EINVAL, "%s: cannot write %llu weights",
+				  path, (unsigned long long)num_params);
 	if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >=
 	    (int)sizeof tmp)
 		return ps_err_set(e, PS_EINVAL, "path too long: %s", path);
@@ -112,8 +135,11 @@ int ps_modelfile_write(const char *path, const ps_model_spec *spec,
 		goto out;
 	}
 	fd = -1;
-	if (rename(tmp, path) < 0)
+	if (rename(tmp, path) < 0) {
 		rc = ps_err_set(e, PS_EIO, "%s: %s", path, strerror(errno));
+		goto out;
+	}
+	sync_parent_dir(path);
 out:
 	if (fd >= 0)
 		close(fd);
@@ -132,6 +158,8 @@ int ps_modelfile_read(const char *path, ps_model_spec *spec,
 	uint64_t n;
 	int rc = PS_OK;
 	uLong crc;
+	struct stat st;
+	uint64_t size;
 
 	*w = NULL;
 	f = fopen(path, "rb");
@@ -140,8 +168,20 @@ int ps_modelfile_read(const char *path, ps_model_spec *spec,
 				"%s: %s", path, strerror(errno));
 		goto out;
 	}
+	/* fopen() opens a directory; reading it fails with EISDIR, which
+	 * is no truncation. */
+	if (fstat(fileno(f), &st) < 0) {
+		rc = ps_err_set(e, PS_EIO, "%s: %s", path, strerror(errno));
+		goto out;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		rc = ps_err_set(e, PS_EIO, "%s: is a directory", path);
+		goto out;
+	}
 	if (fread(h, 1, sizeof h, f) != sizeof h) {
-		rc = ps_err_set(e, PS_ETRUNC, "%s: truncated header", path);
+		rc = ferror(f) ? ps_err_set(e, PS_EIO, "%s: read error", path)
+			       : ps_err_set(e, PS_ETRUNC,
+					    "%s: truncated header", path);
 		goto out;
 	}
 	if (memcmp(h, MAGIC, sizeof MAGIC) != 0) {
@@ -160,13 +200,27 @@ int ps_modelfile_read(const char *path, ps_model_spec *spec,
 		rc = ps_err_set(e, PS_EFORMAT, "%s: corrupt header", path);
 		goto out;
 	}
+	/* A corrupt count must not make us allocate gigabytes for a small
+	 * file: check it against the file's size first (when it has one). */
+	size = HEADER_SIZE + n * 4 + 4;
+	if (S_ISREG(st.st_mode) && (uint64_t)st.st_size != size) {
+		rc = ps_err_set(e,
+				(uint64_t)st.st_size < size ? PS_ETRUNC
+							    : PS_EFORMAT,
+				"%s: %lld bytes, the header says %llu", path,
+				(long long)st.st_size,
+				(unsigned long long)size);
+		goto out;
+	}
 	buf = malloc(n * 4);
 	if (!buf) {
 		rc = ps_err_set(e, PS_ENOMEM, "%s: out of memory", path);
 		goto out;
 	}
 	if (fread(buf, 4, n, f) != n || fread(tail, 1, 4, f) != 4) {
-		rc = ps_err_set(e, PS_ETRUNC, "%s: truncated weights", path);
+		rc = ferror(f) ? ps_err_set(e, PS_EIO, "%s: read error", path)
+			       : ps_err_set(e, PS_ETRUNC,
+					    "%s: truncated weights", path);
 		goto out;
 	}
 	crc = crc_update(crc32(0L, Z_NULL, 0), h, sizeof h);

@@ -28,13 +28,15 @@
 #define PS_MODELFILE_FORMAT 1
 
 /* Write atomically to path. Errors: PS_EIO (e->msg has the path and
- * strerror). */
+ * strerror), PS_EINVAL (path too long, num_params 0 or above 2^32). */
 int ps_modelfile_write(const char *path, const ps_model_spec *spec,
 		       uint64_t version, const float *w, uint64_t num_params,
 		       ps_err *e) PS_WUR;
 
 /* Read a model file. Errors: PS_ENOENT, PS_EFORMAT (bad magic, format
- * version, sizes, or checksum), PS_ETRUNC, PS_EIO, PS_ENOMEM.
+ * version, sizes, or checksum), PS_ETRUNC (shorter than its header says;
+ * checked before the weights are allocated), PS_EIO (a read error, or
+ * path is a directory), PS_ENOMEM.
  * On success *w is owned by the caller (release with free()). */
 int ps_modelfile_read(const char *path, ps_model_spec *spec,
 		      uint64_t *version, float **w, uint64_t *num_params,

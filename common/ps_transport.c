@@ -1,6 +1,8 @@
 /*
  * ps_transport: dispatch to the backend chosen by the endpoint. Every
- * endpoint form today (tcp://, ipc://, inproc://) belongs to ZeroMQ.
+ * endpoint form today (tcp://, ipc://) belongs to ZeroMQ. inproc:// is not
+ * offered: each transport has its own ZeroMQ context, and inproc only
+ * connects sockets of one context.
  */
 #include "ps_transport.h"
 
@@ -13,21 +15,49 @@ int ps_peer_equal(const ps_peer *a, const ps_peer *b)
 	return a->len == b->len && memcmp(a->id, b->id, a->len) == 0;
 }
 
+/* libzmq takes a tcp port modulo 65536 ("tcp://127.0.0.1:99999" binds
+ * port 34463), so the port is checked here: "*" or 0 .. 65535. An
+ * endpoint without any port is left for ZeroMQ to refuse. */
+static int tcp_port_ok(const char *endpoint)
+{
+	const char *port = strrchr(endpoint + 6, ':');
+	unsigned long v = 0;
+	size_t n;
+
+	if (!port || strcmp(port + 1, "*") == 0)
+		return 1;
+	port++;
+	n = strspn(port, "0123456789");
+	if (n == 0 || n > 5 || port[n] != '\0')
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		v = v * 10 + (unsigned long)(port[i] - '0');
+	return v <= 65535;
+}
+
 static int check_endpoint(const char *endpoint, ps_err *e)
 {
 	if (!endpoint || (strncmp(endpoint, "tcp://", 6) != 0 &&
-			  strncmp(endpoint, "ipc://", 6) != 0 &&
-			  strncmp(endpoint, "inproc://", 9) != 0))
+			  strncmp(endpoint, "ipc://", 6) != 0))
 		return ps_err_set(e, PS_EINVAL,
-				  "endpoint '%s': expected tcp://HOST:PORT, ipc://PATH or inproc://NAME",
+				  "endpoint '%s': expected tcp://HOST:PORT or ipc://PATH",
 				  endpoint ? endpoint : "(null)");
+	if (strncmp(endpoint, "tcp://", 6) == 0 && !tcp_port_ok(endpoint))
+		return ps_err_set(e, PS_EINVAL,
+				  "endpoint '%s': port must be * or 0..65535",
+				  endpoint);
 	return PS_OK;
 }
 
 int ps_transport_listen(ps_transport **out, const char *endpoint,
 			const ps_transport_opts *opts, ps_err *e)
 {
-	int rc = check_endpoint(endpoint, e);
+	int rc;
+
+	/* As the backends do: *out is NULL on every failure, so a caller's
+	 * cleanup can always destroy it. */
+	*out = NULL;
+	rc = check_endpoint(endpoint, e);
 	if (rc != PS_OK)
 		return rc;
 	return ps_transport_zmq_listen(out, endpoint, opts, e);
@@ -36,7 +66,12 @@ int ps_transport_listen(ps_transport **out, const char *endpoint,
 int ps_transport_connect(ps_transport **out, const char *endpoint,
 			 const ps_transport_opts *opts, ps_err *e)
 {
-	int rc = check_endpoint(endpoint, e);
+	int rc;
+
+	/* As the backends do: *out is NULL on every failure, so a caller's
+	 * cleanup can always destroy it. */
+	*out = NULL;
+	rc = check_endpoint(endpoint, e);
 	if (rc != PS_OK)
 		return rc;
 	return ps_transport_zmq_connect(out, endpoint, opts, e);

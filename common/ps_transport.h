@@ -36,9 +36,10 @@ typedef struct ps_frame {
 } ps_frame;
 
 typedef struct ps_transport_opts {
-	/* Largest message accepted, envelope and tensor together; larger
-	 * ones are dropped by the transport before any allocation. 0 means
-	 * no limit. */
+	/* Largest frame accepted (ZeroMQ checks the envelope and the tensor
+	 * frame each on its own, so a whole message may reach twice this);
+	 * a message with a larger frame is dropped by the transport before
+	 * any allocation and its sender disconnected. 0 means no limit. */
 	int64_t max_message;
 	/* How long destroy waits to deliver queued messages. */
 	int linger_ms;

@@ -90,7 +90,7 @@ int main(int argc, char **argv)
 		 "after training, how long evaluators may take to fetch the final weights",
 		 0, 1e6, NULL},
 		{"max-message-mb", PS_CLI_DOUBLE, &max_message_mb, "MB",
-		 "largest message accepted; larger ones are dropped unread",
+		 "largest frame accepted (envelope or tensor); a peer sending a larger one is disconnected",
 		 0.001, 1e6, NULL},
 		{"log-level", PS_CLI_CHOICE, &level, "LEVEL", "log verbosity",
 		 0, -1, levels},

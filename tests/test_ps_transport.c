@@ -1,0 +1,678 @@
+/*
+ * Unit tests for ps_transport over real ZeroMQ sockets: ipc:// in a
+ * mkdtemp directory and tcp://127.0.0.1 on ephemeral ports. Every receive
+ * has a bounded timeout and an alarm() watchdog ends the run if anything
+ * blocks anyway. Covers envelope + tensor delivery both ways, peer ids,
+ * the documented error codes, and the max_message limit.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ps_error.h"
+#include "ps_transport.h"
+
+#define WAIT_MS 5000 /* a message sent to a live peer arrives by then */
+
+static char tmpdir[] = "/tmp/test_ps_transport.XXXXXX";
+
+/* Short linger: destroy never waits for undelivered messages. */
+static const ps_transport_opts quick = {0, 0};
+
+static int group_setup(void **state)
+{
+	(void)state;
+	return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag,
+			struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	return nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static double now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static ps_transport *listen_ok(const char *endpoint,
+			       const ps_transport_opts *opts)
+{
+	ps_transport *t = NULL;
+	ps_err e = {0, ""};
+	int rc = ps_transport_listen(&t, endpoint, opts, &e);
+	if (rc != PS_OK)
+		fail_msg("listen %s: %s (%s)", endpoint, ps_errname(rc), e.msg);
+	assert_non_null(t);
+	return t;
+}
+
+static ps_transport *connect_ok(const char *endpoint,
+				const ps_transport_opts *opts)
+{
+	ps_transport *t = NULL;
+	ps_err e = {0, ""};
+	int rc = ps_transport_connect(&t, endpoint, opts, &e);
+	if (rc != PS_OK)
+		fail_msg("connect %s: %s (%s)", endpoint, ps_errname(rc),
+			 e.msg);
+	assert_non_null(t);
+	return t;
+}
+
+static void recv_ok(ps_transport *t, ps_frame *f)
+{
+	int rc = ps_transport_recv(t, f, WAIT_MS);
+	if (rc != PS_OK)
+		fail_msg("recv: %s", ps_errname(rc));
+}
+
+static void fill_pattern(uint8_t *p, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (uint8_t)(i * 131u + seed * 7u + (i >> 8));
+}
+
+/* The full exchange on one endpoint: client sends envelope + tensor, the
+ * server sees both frames and a peer id, replies to that peer with its
+ * own envelope + tensor, and the client receives it. */
+static void exchange(const char *endpoint)
+{
+	ps_transport *srv = listen_ok(endpoint, &quick);
+	ps_transport *cli = connect_ok(ps_transport_endpoint(srv), &quick);
+	ps_frame f;
+	uint8_t head[37], tensor[4000], rhead[11], rtensor[64];
+
+	fill_pattern(head, sizeof head, 1);
+	fill_pattern(tensor, sizeof tensor, 2);
+	fill_pattern(rhead, sizeof rhead, 3);
+	fill_pattern(rtensor, sizeof rtensor, 4);
+
+	assert_int_equal(ps_transport_send(cli, NULL, head, sizeof head,
+					   tensor, sizeof tensor),
+			 PS_OK);
+	/* The send copied both buffers. */
+	memset(head, 0, sizeof head);
+	memset(tensor, 0, sizeof tensor);
+
+	recv_ok(srv, &f);
+	fill_pattern(head, sizeof head, 1);
+	fill_pattern(tensor, sizeof tensor, 2);
+	assert_int_equal(f.head_len, sizeof head);
+	assert_memory_equal(f.head, head, sizeof head);
+	assert_int_equal(f.tensor_len, sizeof tensor);
+	assert_memory_equal(f.tensor, tensor, sizeof tensor);
+	assert_true(f.from.len > 0);
+	assert_true(f.from.len <= PS_PEER_ID_MAX);
+	ps_peer peer = f.from;
+
+	assert_int_equal(ps_transport_send(srv, &peer, rhead, sizeof rhead,
+					   rtensor, sizeof rtensor),
+			 PS_OK);
+	recv_ok(cli, &f);
+	assert_int_equal(f.head_len, sizeof rhead);
+	assert_memory_equal(f.head, rhead, sizeof rhead);
+	assert_int_equal(f.tensor_len, sizeof rtensor);
+	assert_memory_equal(f.tensor, rtensor, sizeof rtensor);
+	assert_int_equal(f.from.len, 0); /* the connecting side's peer */
+
+	/* Nothing else is pending on either side. */
+	assert_int_equal(ps_transport_recv(cli, &f, 0), PS_ETIMEDOUT);
+	assert_int_equal(ps_transport_recv(srv, &f, 0), PS_ETIMEDOUT);
+
+	ps_transport_destroy(&cli);
+	ps_transport_destroy(&srv);
+	assert_null(cli);
+	assert_null(srv);
+}
+
+/* --- delivery ----------------------------------------------------------- */
+
+static void test_transport_tcp_exchange(void **state)
+{
+	(void)state;
+	exchange("tcp://127.0.0.1:*");
+}
+
+static void test_transport_ipc_exchange(void **state)
+{
+	(void)state;
+	char ep[PATH_MAX];
+	snprintf(ep, sizeof ep, "ipc://%s/server.sock", tmpdir);
+	exchange(ep);
+}
+
+static void test_transport_message_without_tensor(void **state)
+{
+	(void)state;
+	ps_transport *srv = listen_ok("tcp://127.0.0.1:*", &quick);
+	ps_transport *cli = connect_ok(ps_transport_endpoint(srv), &quick);
+	ps_frame f;
+	const char hello[] = "envelope only";
+
+	assert_int_equal(ps_transport_send(cli, NULL, hello, sizeof hello,
+					   NULL, 0),
+			 PS_OK);
+	recv_ok(srv, &f);
+	assert_int_equal(f.head_len, sizeof hello);
+	assert_memory_equal(f.head, hello, sizeof hello);
+	assert_null(f.tensor);
+	assert_int_equal(f.tensor_len, 0);
+
+	ps_peer peer = f.from;
+	assert_int_equal(ps_transport_send(srv, &peer, "ok", 2, NULL, 0),
+			 PS_OK);
+	recv_ok(cli, &f);
+	assert_int_equal(f.head_len, 2);
+	assert_memory_equal(f.head, "ok", 2);
+	assert_null(f.tensor);
+	assert_int_equal(f.tensor_len, 0);
+
+	ps_transport_destroy(&cli);
+	ps_transport_destroy(&srv);
+}
+
+/* Several messages in flight arrive in order, each with its own frames,
+ * and a large tensor arrives intact. */
+static void test_transport_many_and_large(void **state)
+{
+	(void)state;
+	ps_transport *srv = listen_ok("tcp://127.0.0.1:*", &quick);
+	ps_transport *cli = connect_ok(ps_transport_endpoint(srv), &quick);
+	ps_frame f;
+	enum { N = 50, BIG = 4 << 20 };
+	uint8_t *big = malloc(BIG);
+	assert_non_null(big);
+	fill_pattern(big, BIG, 9);
+
+	for (uint32_t i = 0; i < N; i++)
+		assert_int_equal(ps_transport_send(cli, NULL, &i, sizeof i,
+						   big, i % 2 ? 4 * i : 0),
+				 PS_OK);
+	assert_int_equal(ps_transport_send(cli, NULL, "big", 3, big, BIG),
+			 PS_OK);
+	for (uint32_t i = 0; i < N; i++) {
+		recv_ok(srv, &f);
+		uint32_t got;
+		assert_int_equal(f.head_len, sizeof got);
+		memcpy(&got, f.head, sizeof got);
+		assert_int_equal(got, i);
+		assert_int_equal(f.tensor_len, i % 2 ? 4 * i : 0);
+		if (f.tensor_len)
+			assert_memory_equal(f.tensor, big, f.tensor_len);
+	}
+	recv_ok(srv, &f);
+	assert_int_equal(f.head_len, 3);
+	assert_int_equal(f.tensor_len, BIG);
+	assert_memory_equal(f.tensor, big, BIG);
+
+	free(big);
+	ps_transport_destroy(&cli);
+	ps_transport_destroy(&srv);
+}
+
+/* Two clients: the server tells them apart and each reply reaches the
+ * right one. */
+static void test_transport_two_peers(void **state)
+{
+	(void)state;
+	ps_transport *srv = listen_ok("tcp://127.0.0.1:*", &quick);
+	ps_transport *a = connect_ok(ps_transport_endpoint(srv), &quick);
+	ps_transport *b = connect_ok(ps_transport_endpoint(srv), &quick);
+	ps_frame f;
+	ps_peer pa, pb;
+
+	assert_int_equal(ps_transport_send(a, NULL, "A", 1, NULL, 0), PS_OK);
+	recv_ok(srv, &f);
+	assert_memory_equal(f.head, "A", 1);
+	pa = f.from;
+	assert_int_equal(ps_transport_send(b, NULL, "B", 1, NULL, 0), PS_OK);
+	recv_ok(srv, &f);
+	assert_memory_equal(f.head, "B", 1);
+	pb = f.from;
+	assert_false(ps_peer_equal(&pa, &pb));
+	assert_true(ps_peer_equal(&pa, &pa));
+
+	assert_int_equal(ps_transport_send(srv, &pb, "to-b", 4, NULL, 0),
+			 PS_OK);
+	assert_int_equal(ps_transport_send(srv, &pa, "to-a", 4, NULL, 0),
+			 PS_OK);
+	recv_ok(a, &f);
+	assert_int_equal(f.head_len, 4);
+	assert_memory_equal(f.head, "to-a", 4);
+	recv_ok(b, &f);
+	assert_int_equal(f.head_len, 4);
+	assert_memory_equal(f.head, "to-b", 4);
+	assert_int_equal(ps_transport_recv(a, &f, 0), PS_ETIMEDOUT);
+	assert_int_equal(ps_transport_recv(b, &f, 0), PS_ETIMEDOUT);
+
+	/* The same client keeps its id. */
+	assert_int_equal(ps_transport_send(a, NULL, "A2", 2, NULL, 0), PS_OK);
+	recv_ok(srv, &f);
+	assert_true(ps_peer_equal(&f.from, &pa));
+
+	ps_transport_destroy(&a);
+	ps_transport_destroy(&b);
+	ps_transport_destroy(&srv);
+}
+
+static void test_transport_peer_equal(void **state)
+{
+	(void)state;
+	ps_peer a = {3, {1, 2, 3}}, b = {3, {1, 2, 3}}, c = {3, {1, 2, 4}},
+		d = {2, {1, 2}}, z1 = {0, {0}}, z2 = {0, {9}};
+	/* Bytes past len do not count. */
+	b.id[5] = 77;
+	assert_true(ps_peer_equal(&a, &b));
+	assert_false(ps_peer_equal(&a, &c));
+	assert_false(ps_peer_equal(&a, &d));
+	assert_false(ps_peer_equal(&d, &a));
+	assert_true(ps_peer_equal(&z1, &z2));
+}
+
+/* --- endpoints ------------------------------------------------------------ */
+
+static void test_transport_endpoint_resolves_wildcard(void **state)
+{
+	(void)state;
+	ps_transport *srv = listen_ok("tcp://127.0.0.1:*", &quick);
+	const char *ep = ps_transport_endpoint(srv);
+	const char *prefix = "tcp://127.0.0.1:";
+	assert_non_null(ep);
+	assert_int_equal(strncmp(ep, prefix, strlen(prefix)), 0);
+	assert_null(strchr(ep, '*'));
+	char *end = NULL;
+	long port = strtol(ep + strlen(prefix), &end, 10);
+	assert_true(end != ep + strlen(prefix));
+	assert_int_equal(*end, '\0');
+	assert_true(port > 0 && port < 65536);
+
+	/* The connecting side reports what it was given. */
+	ps_transport *cli = connect_ok(ep, &quick);
+	assert_string_equal(ps_transport_endpoint(cli), ep);
+
+	/* Two wildcard listeners get two different ports. */
+	ps_transport *srv2 = listen_ok("tcp://127.0.0.1:*", &quick);
+	assert_string_not_equal(ps_transport_endpoint(srv2), ep);
+
+	char ipc[PATH_MAX];
+	snprintf(ipc, sizeof ipc, "ipc://%s/ep.sock", tmpdir);
+	ps_transport *srv3 = listen_ok(ipc, &quick);
+	assert_string_equal(ps_transport_endpoint(srv3), ipc);
+
+	ps_transport_destroy(&cli);
+	ps_transport_destroy(&srv);
+	ps_transport_destroy(&srv2);
+	ps_transport_destroy(&srv3);
+}
+
+static void test_transport_address_in_use(void **state)
+{
+	(void)state;
+	ps_transport *srv = listen_ok("tcp://127.0.0.1:*", &quick);
+	ps_transport *again = (ps_transport *)&again;
+	ps_err e = {0, ""};
+	char ep[256];
+	snprintf(ep, sizeof ep, "%s", ps_transport_endpoint(srv));
+
+	assert_int_equal(ps_transport_listen(&again, ep, &quick, &e),
+			 PS_EADDRINUSE);
+	assert_null(again);
+	assert_int_equal(e.code, PS_EADDRINUSE);
+	assert_non_null(strstr(e.msg, ep));
+
+	/* Once the first is gone the address is free again. */
+	ps_transport_destroy(&srv);
+	again = listen_ok(ep, &quick);
+	ps_transport_destroy(&again);
+}
+
+static void test_transport_bad_endpoint(void **state)
+{
+	(void)state;
+	const char *bad[] = {
+		"",
+		"localhost:5555",
+		"udp://127.0.0.1:5555",
+		"http://127.0.0.1:80",
+		"tcp://",
+		"tcp://127.0.0.1",
+		"tcp://127.0.0.1:notaport",
+		"tcp://127.0.0.1:99999", /* libzmq would bind port 34463 */
+		"tcp://127.0.0.1:65536",
+		"tcp://127.0.0.1:-1",
+		"tcp://127.0.0.1:5555x",
+		"tcp://127.0.0.1:",
+		"tcp:/127.0.0.1:5555",
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		ps_transport *t = (ps_transport *)&t;
+		ps_err e = {0, ""};
+		int rc = ps_transport_listen(&t, bad[i], &quick, &e);
+		if (rc != PS_EINVAL)
+			fail_msg("listen '%s': %s (%s)", bad[i],
+				 ps_errname(rc), e.msg);
+		assert_null(t);
+		assert_int_equal(e.code, PS_EINVAL);
+		assert_non_null(strstr(e.msg, bad[i]));
+
+		t = (ps_transport *)&t;
+		e.code = 0;
+		rc = ps_transport_connect(&t, bad[i], &quick, &e);
+		if (rc != PS_EINVAL)
+			fail_msg("connect '%s': %s (%s)", bad[i],
+				 ps_errname(rc), e.msg);
+		assert_null(t);
+		assert_int_equal(e.code, PS_EINVAL);
+		assert_non_null(strstr(e.msg, bad[i]));
+	}
+	/* The scheme check applies to both sides. */
+	ps_transport *t = NULL;
+	assert_int_equal(ps_transport_connect(&t, "udp://127.0.0.1:1",
+					      &quick, NULL),
+			 PS_EINVAL);
+	assert_int_equal(ps_transport_connect(&t, NULL, &quick, NULL),
+			 PS_EINVAL);
+	assert_int_equal(ps_transport_listen(&t, NULL, &quick, NULL),
+			 PS_EINVAL);
+	assert_null(t);
+}
+
+/* Binding an address this host does not have is refused, not a crash. */
+static void test_transport_listen_foreign_address(void **state)
+{
+	(void)state;
+	ps_transport *t = (ps_transport *)&t;
+	ps_err e = {0, ""};
+	int rc = ps_transport_listen(&t, "tcp://192.0.2.1:*", &quick, &e);
+	assert_true(rc == PS_EINVAL || rc == PS_ETRANSPORT);
+	assert_null(t);
+	assert_non_null(strstr(e.msg, "192.0.2.1"));
+}
+
+/* --- receiving ------------------------------------------------------------ */
+
+static void test_transport_recv_timeout(void **state)
+{
+	(void)state;
+	ps_transport *srv = listen_ok("tcp://127.0.0.1:*", &quick);
+	ps_transport *cli = connect_ok(ps_transport_endpoint(srv), &quick);
+	ps_frame f;
+
+	memset(&f, 0x55, sizeof f);
+	double t0 = now_ms();
+	assert_int_equal(ps_transport_recv(srv, &f, 100), PS_ETIMEDOUT);
+	double dt = now_ms() - t0;
+	assert_true(dt >= 90);
+	assert_true(dt < 3000);
+	assert_null(f.head);
+	assert_int_equal(f.head_len, 0);
+
+	assert_int_equal(ps_transport_recv(srv, &f, 0), PS_ETIMEDOUT);
+	t0 = now_ms();
+	assert_int_equal(ps_transport_recv(cli, &f, 50), PS_ETIMEDOUT);
+	assert_true(now_ms() - t0 >= 40);
+
+	ps_transport_destroy(&cli);
+	ps_transport_destroy(&srv);
+}
+
+/* A received frame stays valid until the next recv on the transport. */
+static void test_transport_frame_valid_until_next_recv(void **state)
+{
+	(void)state;
+	ps_transport *srv = listen_ok("tcp://127.0.0.1:*", &quick);
+	ps_transport *cli = connect_ok(ps_transport_endpoint(srv), &quick);
+	ps_frame f1, f2;
+	uint8_t t1[256], t2[256];
+	fill_pattern(t1, sizeof t1, 5);
+	fill_pattern(t2, sizeof t2, 6);
+
+	assert_int_equal(ps_transport_send(cli, NULL, "one", 3, t1, sizeof t1),
+			 PS_OK);
+	assert_int_equal(ps_transport_send(cli, NULL, "two", 3, t2, sizeof t2),
+			 PS_OK);
+	recv_ok(srv, &f1);
+	/* Using f1 after other work on other transports is fine. */
+	assert_int_equal(ps_transport_recv(cli, &f2, 0), PS_ETIMEDOUT);
+	assert_memory_equal(f1.head, "one", 3);
+	assert_memory_equal(f1.tensor, t1, sizeof t1);
+	recv_ok(srv, &f2);
+	assert_memory_equal(f2.head, "two", 3);
+	assert_memory_equal(f2.tensor, t2, sizeof t2);
+
+	ps_transport_destroy(&cli);
+	ps_transport_destroy(&srv);
+}
+
+/* A frame over max_message is dropped by ZeroMQ, which disconnects the
+ * sender: the server's recv times out. The server keeps working, and the
+ * client's socket reconnects by itself. */
+static void test_transport_max_message_drops_oversize(void **state)
+{
+	(void)state;
+	const ps_transport_opts limited = {1024, 0};
+	ps_transport *srv = listen_ok("tcp://127.0.0.1:*", &limited);
+	ps_transport *cli = connect_ok(ps_transport_endpoint(srv), &quick);
+	ps_frame f;
+	uint8_t big[4096];
+	fill_pattern(big, sizeof big, 8);
+
+	/* Under the limit: delivered. */
+	assert_int_equal(ps_transport_send(cli, NULL, "small", 5, big, 1000),
+			 PS_OK);
+	recv_ok(srv, &f);
+	assert_int_equal(f.tensor_len, 1000);
+	/* The limit is per frame: two frames of 1000 bytes pass. */
+	assert_int_equal(ps_transport_send(cli, NULL, big, 1000, big, 1000),
+			 PS_OK);
+	recv_ok(srv, &f);
+	assert_int_equal(f.head_len, 1000);
+	assert_int_equal(f.tensor_len, 1000);
+
+	/* Over it: never delivered. */
+	assert_int_equal(ps_transport_send(cli, NULL, "huge", 4, big,
+					   sizeof big),
+			 PS_OK);
+	assert_int_equal(ps_transport_recv(srv, &f, 500), PS_ETIMEDOUT);
+
+	/* The server still serves, this client and a new one. */
+	ps_transport *cli2 = connect_ok(ps_transport_endpoint(srv), &quick);
+	assert_int_equal(ps_transport_send(cli2, NULL, "fresh", 5, big, 8),
+			 PS_OK);
+	recv_ok(srv, &f);
+	assert_int_equal(f.head_len, 5);
+	assert_memory_equal(f.head, "fresh", 5);
+	assert_int_equal(f.tensor_len, 8);
+
+	assert_int_equal(ps_transport_send(cli, NULL, "again", 5, NULL, 0),
+			 PS_OK);
+	recv_ok(srv, &f);
+	assert_int_equal(f.head_len, 5);
+	assert_memory_equal(f.head, "again", 5);
+
+	ps_transport_destroy(&cli);
+	ps_transport_destroy(&cli2);
+	ps_transport_destroy(&srv);
+}
+
+/* --- sending errors ------------------------------------------------------- */
+
+static void test_transport_send_unknown_peer(void **state)
+{
+	(void)state;
+	ps_transport *srv = listen_ok("tcp://127.0.0.1:*", &quick);
+	ps_peer nobody = {6, {'n', 'o', 'b', 'o', 'd', 'y'}};
+	assert_int_equal(ps_transport_send(srv, &nobody, "x", 1, NULL, 0),
+			 PS_EUNKNOWN_WORKER);
+	assert_int_equal(ps_transport_send(srv, &nobody, "x", 1, "tensor", 6),
+			 PS_EUNKNOWN_WORKER);
+	/* The listening side must say to whom. */
+	assert_int_equal(ps_transport_send(srv, NULL, "x", 1, NULL, 0),
+			 PS_EINVAL);
+
+	/* A failed send leaves the socket usable. */
+	ps_transport *cli = connect_ok(ps_transport_endpoint(srv), &quick);
+	ps_frame f;
+	assert_int_equal(ps_transport_send(cli, NULL, "hi", 2, NULL, 0), PS_OK);
+	recv_ok(srv, &f);
+	ps_peer peer = f.from;
+	assert_int_equal(ps_transport_send(srv, &nobody, "x", 1, NULL, 0),
+			 PS_EUNKNOWN_WORKER);
+	assert_int_equal(ps_transport_send(srv, &peer, "yo", 2, NULL, 0),
+			 PS_OK);
+	recv_ok(cli, &f);
+	assert_int_equal(f.head_len, 2);
+	assert_memory_equal(f.head, "yo", 2);
+
+	ps_transport_destroy(&cli);
+	ps_transport_destroy(&srv);
+}
+
+/* A peer that has gone away becomes unknown once ZeroMQ notices. */
+static void test_transport_send_to_departed_peer(void **state)
+{
+	(void)state;
+	ps_transport *srv = listen_ok("tcp://127.0.0.1:*", &quick);
+	ps_transport *cli = connect_ok(ps_transport_endpoint(srv), &quick);
+	ps_frame f;
+	assert_int_equal(ps_transport_send(cli, NULL, "bye", 3, NULL, 0),
+			 PS_OK);
+	recv_ok(srv, &f);
+	ps_peer peer = f.from;
+	ps_transport_destroy(&cli);
+
+	int rc = PS_OK;
+	double t0 = now_ms();
+	while (now_ms() - t0 < WAIT_MS) {
+		rc = ps_transport_send(srv, &peer, "late", 4, NULL, 0);
+		if (rc != PS_OK)
+			break;
+		usleep(10000);
+	}
+	assert_int_equal(rc, PS_EUNKNOWN_WORKER);
+	ps_transport_destroy(&srv);
+}
+
+/* The listening side never blocks on a peer that does not read: once its
+ * queue is full a send reports PS_ETIMEDOUT at once. */
+static void test_transport_send_queue_full(void **state)
+{
+	(void)state;
+	ps_transport *srv = listen_ok("tcp://127.0.0.1:*", &quick);
+	ps_transport *cli = connect_ok(ps_transport_endpoint(srv), &quick);
+	ps_frame f;
+	enum { CHUNK = 64 << 10, LIMIT = 20000 };
+	uint8_t *chunk = calloc(1, CHUNK);
+	assert_non_null(chunk);
+
+	assert_int_equal(ps_transport_send(cli, NULL, "hi", 2, NULL, 0), PS_OK);
+	recv_ok(srv, &f);
+	ps_peer peer = f.from;
+
+	int rc = PS_OK, sent = 0;
+	double t0 = now_ms();
+	while (sent < LIMIT && now_ms() - t0 < 20000) {
+		rc = ps_transport_send(srv, &peer, "w", 1, chunk, CHUNK);
+		if (rc != PS_OK)
+			break;
+		sent++;
+	}
+	assert_int_equal(rc, PS_ETIMEDOUT);
+	assert_true(sent > 0);
+
+	/* The client can still drain what was queued. */
+	recv_ok(cli, &f);
+	assert_int_equal(f.tensor_len, CHUNK);
+
+	free(chunk);
+	ps_transport_destroy(&cli);
+	ps_transport_destroy(&srv);
+}
+
+/* --- lifetime ------------------------------------------------------------- */
+
+static void test_transport_destroy_accepts_null(void **state)
+{
+	(void)state;
+	ps_transport *t = NULL;
+	ps_transport_destroy(NULL);
+	ps_transport_destroy(&t);
+	assert_null(t);
+}
+
+/* Default options (NULL) work; a connecting transport whose server never
+ * appears is created, sends into its queue, and is destroyed promptly. */
+static void test_transport_default_opts_and_absent_server(void **state)
+{
+	(void)state;
+	ps_transport *srv = listen_ok("tcp://127.0.0.1:*", NULL);
+	ps_transport *cli = connect_ok(ps_transport_endpoint(srv), NULL);
+	ps_frame f;
+	assert_int_equal(ps_transport_send(cli, NULL, "d", 1, NULL, 0), PS_OK);
+	recv_ok(srv, &f);
+	assert_memory_equal(f.head, "d", 1);
+	ps_transport_destroy(&cli);
+	ps_transport_destroy(&srv);
+
+	char ep[PATH_MAX];
+	snprintf(ep, sizeof ep, "ipc://%s/nobody-listens.sock", tmpdir);
+	ps_transport *lonely = connect_ok(ep, &quick);
+	assert_int_equal(ps_transport_send(lonely, NULL, "q", 1, NULL, 0),
+			 PS_OK);
+	assert_int_equal(ps_transport_recv(lonely, &f, 20), PS_ETIMEDOUT);
+	double t0 = now_ms();
+	ps_transport_destroy(&lonely);
+	assert_true(now_ms() - t0 < 2000);
+	assert_null(lonely);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_transport_tcp_exchange),
+		cmocka_unit_test(test_transport_ipc_exchange),
+		cmocka_unit_test(test_transport_message_without_tensor),
+		cmocka_unit_test(test_transport_many_and_large),
+		cmocka_unit_test(test_transport_two_peers),
+		cmocka_unit_test(test_transport_peer_equal),
+		cmocka_unit_test(test_transport_endpoint_resolves_wildcard),
+		cmocka_unit_test(test_transport_address_in_use),
+		cmocka_unit_test(test_transport_bad_endpoint),
+		cmocka_unit_test(test_transport_listen_foreign_address),
+		cmocka_unit_test(test_transport_recv_timeout),
+		cmocka_unit_test(test_transport_frame_valid_until_next_recv),
+		cmocka_unit_test(test_transport_max_message_drops_oversize),
+		cmocka_unit_test(test_transport_send_unknown_peer),
+		cmocka_unit_test(test_transport_send_to_departed_peer),
+		cmocka_unit_test(test_transport_send_queue_full),
+		cmocka_unit_test(test_transport_destroy_accepts_null),
+		cmocka_unit_test(test_transport_default_opts_and_absent_server),
+	};
+	/* Watchdog: a hang anywhere ends the run with SIGALRM. */
+	alarm(120);
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
