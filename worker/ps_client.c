@@ -91,11 +91,12 @@ static void take_ack(ps_client *c, const ps_msg *m)
 	}
 }
 
-/* Receive until the reply to request `want` arrives (want == 0: until no
- * push is in flight). The reply, if any, lands in *reply with its tensor
- * copied into tensor_out[tensor_cap bytes]. */
-static int wait_reply(ps_client *c, uint64_t want, ps_msg *reply,
-		      void *tensor_out, size_t tensor_cap, ps_err *e)
+/* Receive until the reply to request `want` arrives (want == 0: until at
+ * most `inflight_left` pushes are in flight). The reply, if any, lands in
+ * *reply with its tensor copied into tensor_out[tensor_cap bytes]. */
+static int wait_reply(ps_client *c, uint64_t want, int inflight_left,
+		      ps_msg *reply, void *tensor_out, size_t tensor_cap,
+		      ps_err *e)
 {
 	double deadline = ps_now() + c->timeout;
 
@@ -106,7 +107,7 @@ static int wait_reply(ps_client *c, uint64_t want, ps_msg *reply,
 		double left = deadline - ps_now();
 		int rc;
 
-		if (want == 0 && c->inflight == 0)
+		if (want == 0 && c->inflight <= inflight_left)
 			return PS_OK;
 		if (left <= 0)
 			return ps_err_set(e, PS_ETIMEDOUT,
@@ -114,8 +115,15 @@ static int wait_reply(ps_client *c, uint64_t want, ps_msg *reply,
 					  ps_transport_endpoint(c->t),
 					  c->timeout);
 		rc = ps_transport_recv(c->t, &f, (int)(left * 1000) + 1);
-		if (rc == PS_ETIMEDOUT || rc == PS_EINTR)
+		if (rc == PS_ETIMEDOUT)
 			continue;
+		/* Only the handled stop signals interrupt the wait: give up
+		 * at once rather than wait out the timeout for a server that
+		 * may be stopping too. */
+		if (rc == PS_EINTR)
+			return ps_err_set(e, rc, "stopped by a signal while "
+					  "waiting for the server at %s",
+					  ps_transport_endpoint(c->t));
 		if (rc != PS_OK)
 			return ps_err_set(e, rc, "receive from %s failed: %s",
 					  ps_transport_endpoint(c->t),
@@ -164,7 +172,7 @@ int ps_client_hello(ps_client *c, enum ps_role role, uint32_t rank,
 	m.u.hello.model = *spec;
 	rc = send_msg(c, &m, NULL, 0, e);
 	if (rc == PS_OK)
-		rc = wait_reply(c, m.request_id, &r, NULL, 0, e);
+		rc = wait_reply(c, m.request_id, 0, &r, NULL, 0, e);
 	if (rc != PS_OK)
 		return rc;
 	if (r.kind != PS_MSG_WELCOME)
@@ -189,7 +197,7 @@ int ps_client_pull(ps_client *c, float *w, uint64_t begin, uint64_t end,
 	m.u.pull.clock = clock;
 	rc = send_msg(c, &m, NULL, 0, e);
 	if (rc == PS_OK)
-		rc = wait_reply(c, m.request_id, &r, w,
+		rc = wait_reply(c, m.request_id, 0, &r, w,
 				(size_t)(end - begin) * sizeof(float), e);
 	if (rc != PS_OK)
 		return rc;
@@ -214,16 +222,12 @@ int ps_client_push(ps_client *c, const float *g, uint64_t begin,
 	ps_msg m;
 	int rc;
 
-	/* Bound the pushes in flight: wait for the oldest acks. */
-	while (c->inflight >= c->max_inflight) {
+	/* Bound the pushes in flight: wait for the oldest ack. */
+	if (c->inflight >= c->max_inflight) {
 		ps_msg unused;
-		rc = wait_reply(c, 0, &unused, NULL, 0, e);
+		rc = wait_reply(c, 0, c->max_inflight - 1, &unused, NULL, 0, e);
 		if (rc != PS_OK)
 			return rc;
-		if (c->inflight >= c->max_inflight) {
-			/* wait_reply(0) returns only at zero in flight. */
-			break;
-		}
 	}
 	ps_msg_init(&m, PS_MSG_PUSH, c->next_id++, c->worker_id);
 	m.u.push.base_version = base_version;
@@ -244,7 +248,7 @@ int ps_client_push(ps_client *c, const float *g, uint64_t begin,
 int ps_client_flush(ps_client *c, ps_err *e)
 {
 	ps_msg unused;
-	return wait_reply(c, 0, &unused, NULL, 0, e);
+	return wait_reply(c, 0, 0, &unused, NULL, 0, e);
 }
 
 int ps_client_bye(ps_client *c, uint64_t samples, uint64_t steps, ps_err *e)
@@ -259,7 +263,7 @@ int ps_client_bye(ps_client *c, uint64_t samples, uint64_t steps, ps_err *e)
 	m.u.bye.steps = steps;
 	rc = send_msg(c, &m, NULL, 0, e);
 	if (rc == PS_OK)
-		rc = wait_reply(c, m.request_id, &r, NULL, 0, e);
+		rc = wait_reply(c, m.request_id, 0, &r, NULL, 0, e);
 	return rc;
 }
 

@@ -35,7 +35,8 @@ void ps_client_destroy(ps_client **cp);
 
 /* Register. On success *welcome holds the worker id, model size and key
  * range. Errors: PS_ETIMEDOUT (no answer within the timeout), PS_EPROTO
- * (the server refused; e->msg has its reason), PS_ETRANSPORT. */
+ * (the server refused; e->msg has its reason), PS_EINTR (a signal came
+ * while waiting), PS_ETRANSPORT. */
 int ps_client_hello(ps_client *c, enum ps_role role, uint32_t rank,
 		    const ps_model_spec *spec, ps_msg_welcome *welcome,
 		    ps_err *e) PS_WUR;
@@ -49,12 +50,12 @@ int ps_client_pull(ps_client *c, float *w, uint64_t begin, uint64_t end,
 /* Send gradient g[end - begin] computed from weights of base_version.
  * Returns once it is queued (waiting first if max_inflight pushes are
  * unacknowledged). A push the server refuses is counted in push_errors
- * and logged, not returned. Errors: PS_ETIMEDOUT, PS_ETRANSPORT. */
+ * and logged, not returned. Errors: PS_ETIMEDOUT, PS_EINTR, PS_ETRANSPORT. */
 int ps_client_push(ps_client *c, const float *g, uint64_t begin,
 		   uint64_t end, uint64_t base_version, uint32_t batch_size,
 		   float loss, uint64_t clock, ps_err *e) PS_WUR;
 
-/* Wait until every push is acknowledged. Errors: PS_ETIMEDOUT. */
+/* Wait until every push is acknowledged. Errors: PS_ETIMEDOUT, PS_EINTR. */
 int ps_client_flush(ps_client *c, ps_err *e) PS_WUR;
 
 /* Flush, say goodbye and wait for the server's answer. */
