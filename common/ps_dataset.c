@@ -1,13 +1,15 @@
 /*
  * ps_dataset: IDX loading (through zlib, so gzip and plain files alike),
- * the seeded synthetic regression, spec strings, and contiguous shards.
- * zlib is used here and nowhere else in the library.
+ * the seeded synthetic regression and classification sets, two-class
+ * selection, spec strings, and contiguous shards. zlib is used here and
+ * nowhere else in the library.
  */
 #include "ps_dataset.h"
 
 #include <assert.h>
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -36,9 +38,12 @@
 #define IDX_GZBUFFER (1u << 17)
 
 #define DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
+/* Short enough that a whole message (spec cut to 48 characters, the
+ * longest reason, these forms) fits in ps_err.msg. */
 #define SPEC_FORMS                                                             \
-	"accepted forms are fashion-mnist:train, fashion-mnist:test, "         \
-	"idx:IMAGES,LABELS and synthetic-linear:N[:SEED]"
+	"forms: fashion-mnist:train|test, idx:IMAGES,LABELS, "                 \
+	"synthetic-linear:N[:SEED], synthetic-logistic:N[:SEED], "             \
+	"each optionally @A,B"
 
 enum idx_kind { IDX_IMAGES, IDX_LABELS };
 
@@ -473,9 +478,106 @@ out:
 	return rc;
 }
 
+int ps_dataset_synthetic_logistic(ps_dataset **out, size_t n, uint64_t seed,
+				  ps_err *e)
+{
+	ps_dataset *d = NULL;
+	ps_rng rng;
+	int rc;
+
+	assert(out);
+	*out = NULL;
+	if (n == 0) {
+		rc = ps_err_set(e, PS_EINVAL,
+				"synthetic-logistic: n must be >= 1");
+		goto out;
+	}
+	rc = dataset_alloc(&d, n, 2, "synthetic-logistic", e);
+	if (rc)
+		goto out;
+	d->classes = 2;
+	ps_rng_seed(&rng, seed);
+	for (size_t i = 0; i < n; i++) {
+		/* The label from the stored (rounded) x, so that the data
+		 * obey the boundary up to the noise. Fixed draw order: x0,
+		 * x1, then noise. */
+		float x0 = (float)ps_rng_normal(&rng);
+		float x1 = (float)ps_rng_normal(&rng);
+		double eps = ps_rng_normal(&rng);
+		double z = 1.5 * x0 - 2.0 * x1 + 0.5 + 0.3 * eps;
+		d->x[2 * i] = x0;
+		d->x[2 * i + 1] = x1;
+		d->y[i] = z > 0.0 ? 1.0f : 0.0f;
+	}
+	*out = d;
+	d = NULL;
+out:
+	ps_dataset_destroy(&d);
+	return rc;
+}
+
+int ps_dataset_select_classes(ps_dataset **out, const ps_dataset *d,
+			      uint32_t a, uint32_t b, ps_err *e)
+{
+	ps_dataset *s = NULL;
+	size_t count = 0, row = 0;
+	int rc = PS_OK;
+
+	assert(out && d);
+	*out = NULL;
+	if (d->classes == 0) {
+		rc = ps_err_set(e, PS_EINVAL,
+				"cannot select classes %" PRIu32 " and %" PRIu32
+				" of a regression dataset",
+				a, b);
+		goto out;
+	}
+	if (a == b) {
+		rc = ps_err_set(e, PS_EINVAL,
+				"the two selected classes must differ, got %"
+				PRIu32 " twice",
+				a);
+		goto out;
+	}
+	if (a >= d->classes || b >= d->classes) {
+		rc = ps_err_set(e, PS_EINVAL,
+				"class %" PRIu32 " is not one of the dataset's %"
+				PRIu32 " classes (0 to %" PRIu32 ")",
+				a >= d->classes ? a : b, d->classes,
+				d->classes - 1);
+		goto out;
+	}
+	/* Labels are exact small integers in floats, so == is exact. */
+	for (size_t i = 0; i < d->n; i++)
+		count += d->y[i] == (float)a || d->y[i] == (float)b;
+	if (count == 0) {
+		rc = ps_err_set(e, PS_EINVAL,
+				"no row is labelled %" PRIu32 " or %" PRIu32, a,
+				b);
+		goto out;
+	}
+	rc = dataset_alloc(&s, count, d->dim, "class selection", e);
+	if (rc)
+		goto out;
+	s->classes = 2;
+	for (size_t i = 0; i < d->n; i++) {
+		int is_a = d->y[i] == (float)a;
+		if (!is_a && d->y[i] != (float)b)
+			continue;
+		memcpy(s->x + row * d->dim, d->x + i * d->dim,
+		       d->dim * sizeof *s->x);
+		s->y[row++] = is_a ? 0.0f : 1.0f;
+	}
+	*out = s;
+	s = NULL;
+out:
+	ps_dataset_destroy(&s);
+	return rc;
+}
+
 static int bad_spec(ps_err *e, const char *spec, const char *why)
 {
-	return ps_err_set(e, PS_EINVAL, "bad dataset spec '%.64s'%s%s: %s",
+	return ps_err_set(e, PS_EINVAL, "bad dataset spec '%.48s'%s%s; %s",
 			  spec, *why ? ": " : "", why, SPEC_FORMS);
 }
 
@@ -501,8 +603,10 @@ static int parse_u64(const char *s, uint64_t *v, const char **endp)
 	return rc;
 }
 
+enum synthetic_kind { SYNTH_LINEAR, SYNTH_LOGISTIC };
+
 static int open_synthetic(ps_dataset **out, const char *spec,
-			  const char *arg, ps_err *e)
+			  const char *arg, enum synthetic_kind kind, ps_err *e)
 {
 	uint64_t n = 0, seed = 1;
 	const char *end = NULL;
@@ -525,8 +629,11 @@ static int open_synthetic(ps_dataset **out, const char *spec,
 			      "SEED must be a decimal integer below 2^64");
 		goto out;
 	}
-	rc = ps_dataset_synthetic_linear(out, (size_t)n, 3.0, 2.0, 0.1, seed,
-					 e);
+	if (kind == SYNTH_LINEAR)
+		rc = ps_dataset_synthetic_linear(out, (size_t)n, 3.0, 2.0, 0.1,
+						 seed, e);
+	else
+		rc = ps_dataset_synthetic_logistic(out, (size_t)n, seed, e);
 out:
 	return rc;
 }
@@ -596,26 +703,94 @@ out:
 	return rc;
 }
 
+/* base is spec without its selection; spec is what messages quote. */
+static int open_base(ps_dataset **out, const char *spec, const char *base,
+		     ps_err *e)
+{
+	static const char linear[] = "synthetic-linear:";
+	static const char logistic[] = "synthetic-logistic:";
+	static const char idx[] = "idx:";
+	int rc;
+
+	if (strcmp(base, "fashion-mnist:train") == 0)
+		rc = open_fashion_mnist(out, "train", e);
+	else if (strcmp(base, "fashion-mnist:test") == 0)
+		rc = open_fashion_mnist(out, "t10k", e);
+	else if (strncmp(base, linear, sizeof linear - 1) == 0)
+		rc = open_synthetic(out, spec, base + sizeof linear - 1,
+				    SYNTH_LINEAR, e);
+	else if (strncmp(base, logistic, sizeof logistic - 1) == 0)
+		rc = open_synthetic(out, spec, base + sizeof logistic - 1,
+				    SYNTH_LOGISTIC, e);
+	else if (strncmp(base, idx, sizeof idx - 1) == 0)
+		rc = open_idx(out, spec, base + sizeof idx - 1, e);
+	else
+		rc = bad_spec(e, spec, "unknown kind");
+	return rc;
+}
+
+/* "A,B": two decimal class labels below 2^32. */
+static int parse_selection(const char *s, uint32_t *a, uint32_t *b)
+{
+	uint64_t va = 0, vb = 0;
+	const char *end = NULL;
+	int rc = -1;
+
+	if (parse_u64(s, &va, &end) == 0 && *end == ',' &&
+	    parse_u64(end + 1, &vb, &end) == 0 && *end == '\0' &&
+	    va <= UINT32_MAX && vb <= UINT32_MAX) {
+		*a = (uint32_t)va;
+		*b = (uint32_t)vb;
+		rc = 0;
+	}
+	return rc;
+}
+
 int ps_dataset_open(ps_dataset **out, const char *spec, ps_err *e)
 {
-	static const char synth[] = "synthetic-linear:";
-	static const char idx[] = "idx:";
+	ps_dataset *all = NULL;
+	const char *at;
+	char *base = NULL;
+	uint32_t a = 0, b = 0;
 	int rc;
 
 	assert(out);
 	*out = NULL;
-	if (!spec)
+	if (!spec) {
 		rc = bad_spec(e, "(null)", "");
-	else if (strcmp(spec, "fashion-mnist:train") == 0)
-		rc = open_fashion_mnist(out, "train", e);
-	else if (strcmp(spec, "fashion-mnist:test") == 0)
-		rc = open_fashion_mnist(out, "t10k", e);
-	else if (strncmp(spec, synth, sizeof synth - 1) == 0)
-		rc = open_synthetic(out, spec, spec + sizeof synth - 1, e);
-	else if (strncmp(spec, idx, sizeof idx - 1) == 0)
-		rc = open_idx(out, spec, spec + sizeof idx - 1, e);
-	else
-		rc = bad_spec(e, spec, "unknown kind");
+		goto out;
+	}
+	at = strrchr(spec, '@');
+	if (!at) {
+		rc = open_base(out, spec, spec, e);
+		goto out;
+	}
+	/* The cheap checks before the base is loaded. */
+	if (parse_selection(at + 1, &a, &b) != 0) {
+		rc = bad_spec(e, spec, "want @A,B, two class numbers");
+		goto out;
+	}
+	if (a == b) {
+		rc = bad_spec(e, spec, "@A,B needs two different classes");
+		goto out;
+	}
+	base = strndup(spec, (size_t)(at - spec));
+	if (!base) {
+		rc = ps_err_set(e, PS_ENOMEM, "out of memory");
+		goto out;
+	}
+	rc = open_base(&all, spec, base, e);
+	if (rc)
+		goto out;
+	rc = ps_dataset_select_classes(out, all, a, b, e);
+	if (rc && e) {
+		char why[sizeof e->msg];
+		snprintf(why, sizeof why, "%s", e->msg);
+		ps_err_set(e, rc, "dataset spec '%.64s': %s", spec, why);
+	}
+out:
+	ps_dataset_destroy(&all);
+	free(base);
 	return rc;
 }
 

@@ -1,8 +1,9 @@
 /*
  * ps_dataset: training and test data in memory, as float rows. Loads IDX
  * files (the MNIST family, gzip-compressed or not), generates the synthetic
- * y = slope*x + intercept + noise regression, and cuts a dataset into the
- * contiguous shard that one worker rank trains on.
+ * y = slope*x + intercept + noise regression and a synthetic two-class
+ * problem, keeps two classes of a dataset as a binary one, and cuts a
+ * dataset into the contiguous shard that one worker rank trains on.
  */
 #ifndef PS_DATASET_H
 #define PS_DATASET_H
@@ -45,12 +46,35 @@ int ps_dataset_synthetic_linear(ps_dataset **out, size_t n, double slope,
 				double intercept, double noise, uint64_t seed,
 				ps_err *e) PS_WUR;
 
+/* A two-class problem in the plane: x ~ N(0, 1)^2 and label 1 when
+ * 1.5*x0 - 2*x1 + 0.5 + 0.3*N(0, 1) > 0, else 0 (about 58% ones), from a
+ * seeded generator (same seed, same data everywhere). classes = 2.
+ * Errors: PS_EINVAL (n == 0), PS_ENOMEM.
+ * Caller owns the result; release with ps_dataset_destroy(). */
+int ps_dataset_synthetic_logistic(ps_dataset **out, size_t n, uint64_t seed,
+				  ps_err *e) PS_WUR;
+
+/* A new dataset of the rows of d labelled a or b, in their order, with a
+ * relabelled 0 and b relabelled 1; classes = 2. The rows are copied, so
+ * the result does not depend on d.
+ * Errors: PS_EINVAL (d is a regression set, a == b, a or b >= d->classes,
+ * or no row has either label; e->msg says which), PS_ENOMEM.
+ * Caller owns the result; release with ps_dataset_destroy(). */
+int ps_dataset_select_classes(ps_dataset **out, const ps_dataset *d,
+			      uint32_t a, uint32_t b, ps_err *e) PS_WUR;
+
 /* Open a dataset named by a spec string:
  *   "fashion-mnist:train" / "fashion-mnist:test" (dir from PS_DATA_DIR,
  *       default /usr/share/datasets/fashion-mnist, files *-idx?-ubyte.gz)
  *   "idx:IMAGES,LABELS"
  *   "synthetic-linear:N[:SEED]"  (slope 3, intercept 2, noise 0.1)
- * Errors: those of the loaders, PS_EINVAL for an unknown spec.
+ *   "synthetic-logistic:N[:SEED]" (ps_dataset_synthetic_logistic())
+ * and any of them followed by "@A,B" (e.g. "fashion-mnist:train@0,6"):
+ * only classes A and B, as labels 0 and 1 (ps_dataset_select_classes()).
+ * A and B are decimal; the selection is what follows the last '@', so an
+ * idx path containing '@' needs a selection after it. SEED defaults to 1.
+ * Errors: those of the loaders and of the selection, PS_EINVAL for an
+ * unknown spec or a malformed selection.
  * Caller owns the result; release with ps_dataset_destroy(). */
 int ps_dataset_open(ps_dataset **out, const char *spec, ps_err *e) PS_WUR;
 

@@ -16,13 +16,16 @@
 /* Adding a kind: define its ops in its own file, list it here. */
 static const struct ps_model_ops *const registry[] = {
 	&ps_model_linear_ops,
+	&ps_model_logistic_ops,
 	&ps_model_softmax_ops,
+	&ps_model_mlp_ops,
 };
 
 #define REGISTRY_LEN (sizeof registry / sizeof registry[0])
 
 /* Evaluation runs the forward pass over this many rows at a time, so that
- * the scratch stays at chunk * output_dim floats whatever the dataset. */
+ * the scratch stays at one chunk's worth (chunk * output_dim floats for
+ * softmax, chunk * the layer widths for mlp) whatever the dataset. */
 #define EVAL_CHUNK_ROWS 1024
 
 static const struct ps_model_ops *find_ops(const char *name)
@@ -78,6 +81,12 @@ static int check_spec(const ps_model_spec *spec,
 				sizeof spec->hidden);
 		goto out;
 	}
+	if (!memchr(spec->activation, '\0', sizeof spec->activation)) {
+		rc = ps_err_set(e, PS_EINVAL,
+				"model activation is not NUL-terminated within %zu bytes",
+				sizeof spec->activation);
+		goto out;
+	}
 	ops = find_ops(spec->name);
 	if (!ops) {
 		known_names(known, sizeof known);
@@ -102,6 +111,12 @@ static int check_spec(const ps_model_spec *spec,
 				spec->name, spec->hidden);
 		goto out;
 	}
+	if (!ops->takes_hidden && spec->activation[0] != '\0') {
+		rc = ps_err_set(e, PS_EINVAL,
+				"model '%s' has no hidden layers, but activation is '%s'",
+				spec->name, spec->activation);
+		goto out;
+	}
 	rc = ops->check(spec, e);
 	if (rc != PS_OK)
 		goto out;
@@ -110,17 +125,22 @@ static int check_spec(const ps_model_spec *spec,
 		if (count == UINT64_MAX)
 			rc = ps_err_set(e, PS_EINVAL,
 					"model '%s' with input_dim %" PRIu32
-					" and output_dim %" PRIu32
+					"%s%s%s and output_dim %" PRIu32
 					": parameter count overflows",
 					spec->name, spec->input_dim,
+					*spec->hidden ? ", hidden '" : "",
+					spec->hidden, *spec->hidden ? "'" : "",
 					spec->output_dim);
 		else
 			rc = ps_err_set(e, PS_EINVAL,
 					"model '%s' with input_dim %" PRIu32
-					" and output_dim %" PRIu32 " has %" PRIu64
+					"%s%s%s and output_dim %" PRIu32
+					" has %" PRIu64
 					" parameters; at most %" PRIu64
 					" are supported",
 					spec->name, spec->input_dim,
+					*spec->hidden ? ", hidden '" : "",
+					spec->hidden, *spec->hidden ? "'" : "",
 					spec->output_dim, count,
 					PS_MODEL_PARAMS_MAX);
 		goto out;

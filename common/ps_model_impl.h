@@ -27,11 +27,11 @@
 struct ps_model_ops {
 	const char *name;  /* spec.name that selects this kind */
 	int classifier;    /* targets are class labels: accuracy is defined */
-	int takes_hidden;  /* spec.hidden may be non-empty */
+	int takes_hidden;  /* spec.hidden, spec.activation may be non-empty */
 
-	/* Kind-specific spec rules (output_dim, hidden layer syntax), after
-	 * the generic ones (name, non-zero dimensions). PS_EINVAL with e->msg
-	 * set on a violation. */
+	/* Kind-specific spec rules (output_dim, hidden layer syntax,
+	 * activation), after the generic ones (terminated strings, name,
+	 * non-zero dimensions). PS_EINVAL with e->msg set on a violation. */
 	int (*check)(const ps_model_spec *spec, ps_err *e);
 
 	/* Parameter count for a checked spec, saturating at UINT64_MAX
@@ -78,7 +78,9 @@ struct ps_model {
 };
 
 extern const struct ps_model_ops ps_model_linear_ops;
+extern const struct ps_model_ops ps_model_logistic_ops;
 extern const struct ps_model_ops ps_model_softmax_ops;
+extern const struct ps_model_ops ps_model_mlp_ops;
 
 /* Scratch slot `slot` with room for rows * cols floats, into *out. The
  * contents are unspecified (not preserved across growth). Grows only, so a

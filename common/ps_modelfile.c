@@ -14,8 +14,25 @@
 #include <zlib.h>
 
 #define MAGIC "PSMODEL"
-#define HEADER_SIZE 140
 #define MAX_PARAMS ((uint64_t)1 << 32)
+
+/* Header field offsets and sizes, as in the layout in ps_modelfile.h. */
+#define OFF_FORMAT 8
+#define OFF_NAME 12
+#define OFF_HIDDEN 44
+#define OFF_ACTIVATION 108
+#define OFF_INPUT_DIM 124
+#define OFF_OUTPUT_DIM 128
+#define OFF_INIT_SEED 132
+#define OFF_VERSION 140
+#define OFF_NPARAMS 148
+#define HEADER_SIZE 156
+
+_Static_assert(OFF_HIDDEN - OFF_NAME == PS_MODEL_NAME_MAX &&
+		       OFF_ACTIVATION - OFF_HIDDEN == PS_MODEL_HIDDEN_MAX &&
+		       OFF_INPUT_DIM - OFF_ACTIVATION ==
+			       PS_MODEL_ACTIVATION_MAX,
+	       "the file's string fields are the spec's arrays");
 
 static void put32(uint8_t *p, uint32_t v)
 {
@@ -106,14 +123,18 @@ int ps_modelfile_write(const char *path, const ps_model_spec *spec,
 	    (int)sizeof tmp)
 		return ps_err_set(e, PS_EINVAL, "path too long: %s", path);
 	memcpy(h, MAGIC, sizeof MAGIC);
-	put32(h + 8, PS_MODELFILE_FORMAT);
-	memcpy(h + 12, spec->name, strnlen(spec->name, 31));
-	memcpy(h + 44, spec->hidden, strnlen(spec->hidden, 63));
-	put32(h + 108, spec->input_dim);
-	put32(h + 112, spec->output_dim);
-	put64(h + 116, spec->init_seed);
-	put64(h + 124, version);
-	put64(h + 132, num_params);
+	put32(h + OFF_FORMAT, PS_MODELFILE_FORMAT);
+	memcpy(h + OFF_NAME, spec->name,
+	       strnlen(spec->name, sizeof spec->name - 1));
+	memcpy(h + OFF_HIDDEN, spec->hidden,
+	       strnlen(spec->hidden, sizeof spec->hidden - 1));
+	memcpy(h + OFF_ACTIVATION, spec->activation,
+	       strnlen(spec->activation, sizeof spec->activation - 1));
+	put32(h + OFF_INPUT_DIM, spec->input_dim);
+	put32(h + OFF_OUTPUT_DIM, spec->output_dim);
+	put64(h + OFF_INIT_SEED, spec->init_seed);
+	put64(h + OFF_VERSION, version);
+	put64(h + OFF_NPARAMS, num_params);
 	crc = crc_update(crc32(0L, Z_NULL, 0), h, sizeof h);
 	crc = crc_update(crc, w, num_params * 4);
 	put32(tail, (uint32_t)crc);
@@ -189,14 +210,15 @@ int ps_modelfile_read(const char *path, ps_model_spec *spec,
 				path);
 		goto out;
 	}
-	if (get32(h + 8) != PS_MODELFILE_FORMAT) {
+	if (get32(h + OFF_FORMAT) != PS_MODELFILE_FORMAT) {
 		rc = ps_err_set(e, PS_EFORMAT,
 				"%s: format version %u, expected %d", path,
-				get32(h + 8), PS_MODELFILE_FORMAT);
+				get32(h + OFF_FORMAT), PS_MODELFILE_FORMAT);
 		goto out;
 	}
-	n = get64(h + 132);
-	if (n == 0 || n > MAX_PARAMS || h[12 + 31] != 0 || h[44 + 63] != 0) {
+	n = get64(h + OFF_NPARAMS);
+	if (n == 0 || n > MAX_PARAMS || h[OFF_HIDDEN - 1] != 0 ||
+	    h[OFF_ACTIVATION - 1] != 0 || h[OFF_INPUT_DIM - 1] != 0) {
 		rc = ps_err_set(e, PS_EFORMAT, "%s: corrupt header", path);
 		goto out;
 	}
@@ -230,12 +252,13 @@ int ps_modelfile_read(const char *path, ps_model_spec *spec,
 		goto out;
 	}
 	memset(spec, 0, sizeof *spec);
-	memcpy(spec->name, h + 12, 32);
-	memcpy(spec->hidden, h + 44, 64);
-	spec->input_dim = get32(h + 108);
-	spec->output_dim = get32(h + 112);
-	spec->init_seed = get64(h + 116);
-	*version = get64(h + 124);
+	memcpy(spec->name, h + OFF_NAME, sizeof spec->name);
+	memcpy(spec->hidden, h + OFF_HIDDEN, sizeof spec->hidden);
+	memcpy(spec->activation, h + OFF_ACTIVATION, sizeof spec->activation);
+	spec->input_dim = get32(h + OFF_INPUT_DIM);
+	spec->output_dim = get32(h + OFF_OUTPUT_DIM);
+	spec->init_seed = get64(h + OFF_INIT_SEED);
+	*version = get64(h + OFF_VERSION);
 	*num_params = n;
 	*w = buf;
 	buf = NULL;

@@ -9,13 +9,16 @@
  *   8   u32      format version (1)
  *   12  char[32] model name, NUL-padded
  *   44  char[64] hidden layers, NUL-padded
- *   108 u32      input_dim
- *   112 u32      output_dim
- *   116 u64      init_seed
- *   124 u64      version (updates applied)
- *   132 u64      num_params
- *   140 f32[num_params] weights
+ *   108 char[16] activation, NUL-padded
+ *   124 u32      input_dim
+ *   128 u32      output_dim
+ *   132 u64      init_seed
+ *   140 u64      version (updates applied)
+ *   148 u64      num_params
+ *   156 f32[num_params] weights
  *   ... u32      CRC-32 (zlib) of every byte before it
+ * Each string field holds at most its size - 1 characters: the last byte
+ * is always NUL.
  */
 #ifndef PS_MODELFILE_H
 #define PS_MODELFILE_H

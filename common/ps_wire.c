@@ -65,6 +65,7 @@ int ps_wire_encode(const ps_msg *m, uint8_t *buf, size_t cap, size_t *len)
 	Ps__Bye bye = PS__BYE__INIT;
 	/* protobuf-c wants char *, ps_msg is const: copy the strings. */
 	char name[PS_MODEL_NAME_MAX], hidden[PS_MODEL_HIDDEN_MAX];
+	char activation[PS_MODEL_ACTIVATION_MAX];
 	char message[PS_WIRE_ERRMSG_MAX];
 	size_t need;
 
@@ -79,8 +80,12 @@ int ps_wire_encode(const ps_msg *m, uint8_t *buf, size_t cap, size_t *len)
 		name[sizeof name - 1] = '\0';
 		memcpy(hidden, m->u.hello.model.hidden, sizeof hidden);
 		hidden[sizeof hidden - 1] = '\0';
+		memcpy(activation, m->u.hello.model.activation,
+		       sizeof activation);
+		activation[sizeof activation - 1] = '\0';
 		spec.name = name;
 		spec.hidden = hidden;
+		spec.activation = activation;
 		spec.input_dim = m->u.hello.model.input_dim;
 		spec.output_dim = m->u.hello.model.output_dim;
 		spec.init_seed = m->u.hello.model.init_seed;
@@ -227,6 +232,11 @@ int ps_wire_decode(const uint8_t *buf, size_t len, ps_msg *out, ps_err *e)
 			rc = copy_string(out->u.hello.model.hidden,
 					 sizeof out->u.hello.model.hidden,
 					 h->model->hidden, "model hidden", e);
+		if (rc == PS_OK)
+			rc = copy_string(out->u.hello.model.activation,
+					 sizeof out->u.hello.model.activation,
+					 h->model->activation,
+					 "model activation", e);
 		out->u.hello.model.input_dim = h->model->input_dim;
 		out->u.hello.model.output_dim = h->model->output_dim;
 		out->u.hello.model.init_seed = h->model->init_seed;

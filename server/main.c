@@ -48,6 +48,10 @@ int main(int argc, char **argv)
 	int workers = 1, optimizer = 0, level = 2;
 	double lr = 0.1, idle_timeout = 120, eval_grace = 30;
 	double decay_steps = 1000, gamma = 0.5, warmup = 0;
+	double momentum = 0.9, beta1 = 0.9, beta2 = 0.999, eps = 1e-8,
+	       rho = 0.9, weight_decay = 0, l1 = 0;
+	char optim_desc[256];
+	ps_optim *optim_check = NULL;
 	int schedule = 0;
 	int64_t max_message = 1LL << 30;
 	double max_message_mb = 1024;
@@ -64,7 +68,9 @@ int main(int argc, char **argv)
 		 "training workers to expect; the run ends when all said bye",
 		 1, 65535, NULL},
 		{"optimizer", PS_CLI_CHOICE, &optimizer, "NAME",
-		 "server-side optimizer", 0, -1, ps_optim_names},
+		 "server-side optimizer; state per weight: none (sgd), 1 float "
+		 "(momentum, nesterov, adagrad, rmsprop), 2 floats (adam, adamw)",
+		 0, -1, ps_optim_names},
 		{"lr", PS_CLI_DOUBLE, &lr, "RATE", "learning rate", 1e-12, 1e6,
 		 NULL},
 		{"lr-schedule", PS_CLI_CHOICE, &schedule, "NAME",
@@ -77,6 +83,28 @@ int main(int argc, char **argv)
 		 "decay factor per period (exp, step)", 1e-12, 1, NULL},
 		{"lr-warmup", PS_CLI_DOUBLE, &warmup, "W",
 		 "ramp the rate up linearly over the first W updates", 0, 1e18,
+		 NULL},
+		{"momentum", PS_CLI_DOUBLE, &momentum, "MU",
+		 "momentum, nesterov: v = MU*v + g, in [0, 1)", 0, 1, NULL},
+		{"beta1", PS_CLI_DOUBLE, &beta1, "B1",
+		 "adam, adamw: decay of the gradient mean, in [0, 1)", 0, 1,
+		 NULL},
+		{"beta2", PS_CLI_DOUBLE, &beta2, "B2",
+		 "adam, adamw: decay of the squared-gradient mean, in [0, 1)",
+		 0, 1, NULL},
+		{"rho", PS_CLI_DOUBLE, &rho, "RHO",
+		 "rmsprop: decay of the squared-gradient mean, in [0, 1)", 0, 1,
+		 NULL},
+		{"eps", PS_CLI_DOUBLE, &eps, "EPS",
+		 "adagrad, rmsprop, adam, adamw: added to the root in the "
+		 "denominator, > 0",
+		 1e-30, 1, NULL},
+		{"weight-decay", PS_CLI_DOUBLE, &weight_decay, "WD",
+		 "every optimizer: L2, adds WD*w to the gradient; adamw: "
+		 "decoupled, w -= lr*WD*w",
+		 0, 1e6, NULL},
+		{"l1", PS_CLI_DOUBLE, &l1, "L1",
+		 "every optimizer: L1, adds L1*sign(w) to the gradient", 0, 1e6,
 		 NULL},
 		{"model-out", PS_CLI_STRING, &model_out, "PATH",
 		 "write the trained model here at the end", 0, -1, NULL},
@@ -135,6 +163,21 @@ int main(int argc, char **argv)
 	cfg.optim.decay_steps = decay_steps;
 	cfg.optim.gamma = gamma;
 	cfg.optim.warmup = warmup;
+	cfg.optim.momentum = momentum;
+	cfg.optim.beta1 = beta1;
+	cfg.optim.beta2 = beta2;
+	cfg.optim.rho = rho;
+	cfg.optim.eps = eps;
+	cfg.optim.weight_decay = weight_decay;
+	cfg.optim.l1 = l1;
+	/* Settings the option ranges cannot express (beta < 1, nesterov
+	 * needs momentum > 0) are bad options too: check them before
+	 * listening, with no state (n = 0). */
+	if (ps_optim_new(&optim_check, 0, &cfg.optim, &e) != PS_OK) {
+		fprintf(stderr, "ps-server: %s\n", e.msg);
+		return 2;
+	}
+	ps_optim_destroy(&optim_check);
 	cfg.idle_timeout = idle_timeout;
 	cfg.eval_grace = eval_grace;
 
@@ -148,10 +191,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ps-server: %s\n", e.msg);
 		goto out;
 	}
-	ps_log_info("listening on %s for %d worker(s), %s lr %g (%s)",
+	ps_log_info("listening on %s for %d worker(s); optimizer %s",
 		    ps_transport_endpoint(t), workers,
-		    ps_optim_names[optimizer], lr,
-		    ps_lr_schedule_names[schedule]);
+		    ps_optim_describe(&cfg.optim, optim_desc,
+				      sizeof optim_desc));
 	if (endpoint_file) {
 		char line[300];
 		snprintf(line, sizeof line, "%s\n", ps_transport_endpoint(t));

@@ -153,10 +153,20 @@ void ps_server_count_malformed(ps_server *s, const ps_frame *f)
 		     "message with a wrong number of frames");
 }
 
+/* "mlp 784-256,128-10 relu seed 1", for messages. */
+static void describe_spec(const ps_model_spec *m, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s %u-%s%s%u%s%s seed %" PRIu64, m->name,
+		 m->input_dim, m->hidden, m->hidden[0] ? "-" : "",
+		 m->output_dim, m->activation[0] ? " " : "", m->activation,
+		 m->init_seed);
+}
+
 static int spec_equal(const ps_model_spec *a, const ps_model_spec *b)
 {
 	return strcmp(a->name, b->name) == 0 &&
 	       strcmp(a->hidden, b->hidden) == 0 &&
+	       strcmp(a->activation, b->activation) == 0 &&
 	       a->input_dim == b->input_dim && a->output_dim == b->output_dim &&
 	       a->init_seed == b->init_seed;
 }
@@ -221,12 +231,12 @@ static int handle_hello(ps_server *s, const ps_frame *f, const ps_msg *in)
 				      PS_WIRE_ERR_MALFORMED, why);
 		}
 	} else if (!spec_equal(&s->spec, &h->model)) {
+		char mine[128], theirs[128];
+		describe_spec(&s->spec, mine, sizeof mine);
+		describe_spec(&h->model, theirs, sizeof theirs);
 		snprintf(why, sizeof why,
-			 "hello: model %s %ux%u seed %" PRIu64
-			 " differs from the server's %s %ux%u seed %" PRIu64,
-			 h->model.name, h->model.input_dim, h->model.output_dim,
-			 h->model.init_seed, s->spec.name, s->spec.input_dim,
-			 s->spec.output_dim, s->spec.init_seed);
+			 "hello: model %s differs from the server's %s", theirs,
+			 mine);
 		return reject(s, f, in->request_id, PS_EINVAL,
 			      PS_WIRE_ERR_MODEL_MISMATCH, why);
 	}
@@ -364,9 +374,9 @@ static int handle_push(ps_server *s, const ps_frame *f, const ps_msg *in,
 	}
 	if (ps_wire_check_finite(f->tensor, count, &bad) != PS_OK) {
 		snprintf(why, sizeof why,
-			 "push from worker %u: gradient[%zu] is not finite; "
+			 "push from client %u: gradient[%zu] is not finite; "
 			 "push dropped",
-			 in->worker_id - 1, (size_t)p->begin + bad);
+			 in->worker_id, (size_t)p->begin + bad);
 		return reject(s, f, in->request_id, PS_ENONFINITE,
 			      PS_WIRE_ERR_NONFINITE, why);
 	}
@@ -386,7 +396,8 @@ static int handle_push(ps_server *s, const ps_frame *f, const ps_msg *in,
 		g = s->scratch;
 	}
 	tau = s->st.version - p->base_version;
-	ps_optim_apply(s->optim, s->w + p->begin, g, count, s->st.version);
+	ps_optim_apply_range(s->optim, s->w + p->begin, g, (size_t)p->begin,
+			     count, s->st.version);
 	s->st.version++;
 	s->st.samples += p->batch_size;
 	s->st.staleness_sum += (double)tau;

@@ -645,6 +645,290 @@ static void test_dataset_synthetic_bad_args(void **state)
 	assert_null(d);
 }
 
+static void test_dataset_synthetic_logistic_deterministic(void **state)
+{
+	ps_dataset *a = NULL, *b = NULL, *c = NULL;
+	ps_err e;
+
+	(void)state;
+	assert_int_equal(ps_dataset_synthetic_logistic(&a, 500, 42, &e), PS_OK);
+	assert_int_equal(ps_dataset_synthetic_logistic(&b, 500, 42, &e), PS_OK);
+	assert_int_equal(ps_dataset_synthetic_logistic(&c, 500, 43, &e), PS_OK);
+	assert_int_equal(a->n, 500);
+	assert_int_equal(a->dim, 2);
+	assert_int_equal(a->classes, 2);
+	assert_true(a->owns_data);
+	assert_memory_equal(a->x, b->x, 2 * 500 * sizeof(float));
+	assert_memory_equal(a->y, b->y, 500 * sizeof(float));
+	assert_memory_not_equal(a->x, c->x, 2 * 500 * sizeof(float));
+	assert_memory_not_equal(a->y, c->y, 500 * sizeof(float));
+	for (size_t i = 0; i < 500; i++)
+		assert_true(a->y[i] == 0.0f || a->y[i] == 1.0f);
+	ps_dataset_destroy(&a);
+	ps_dataset_destroy(&b);
+	ps_dataset_destroy(&c);
+}
+
+/*
+ * The score s = 1.5 x0 - 2 x1 + 0.5 + 0.3 eps is N(0.5, 6.34), so
+ * P(label 1) = Phi(0.5 / sqrt(6.34)) = 0.5787; over 20000 rows the share
+ * has a standard deviation of 0.0035, and 0.02 is over 5 of them. The
+ * noise flips the noiseless rule's answer for about 4% of the rows: at
+ * least 92% must agree with it, and some must not (there is noise).
+ * x is standard normal in each coordinate: mean within 0.05, variance
+ * within 0.05 of 1 (both over 5 standard deviations).
+ */
+static void test_dataset_synthetic_logistic_statistics(void **state)
+{
+	const size_t n = 20000;
+	double ones = 0, agree = 0, m0 = 0, m1 = 0, v0 = 0, v1 = 0;
+	ps_dataset *d = NULL;
+	ps_err e;
+
+	(void)state;
+	assert_int_equal(ps_dataset_synthetic_logistic(&d, n, 1, &e), PS_OK);
+	for (size_t i = 0; i < n; i++) {
+		double x0 = d->x[2 * i], x1 = d->x[2 * i + 1];
+		ones += d->y[i];
+		agree += (1.5 * x0 - 2.0 * x1 + 0.5 > 0) == (d->y[i] == 1.0f);
+		m0 += x0;
+		m1 += x1;
+		v0 += x0 * x0;
+		v1 += x1 * x1;
+	}
+	assert_true(fabs(ones / n - 0.5787) < 0.02);
+	assert_true(agree / n > 0.92 && agree < n);
+	assert_true(fabs(m0 / n) < 0.05 && fabs(m1 / n) < 0.05);
+	assert_true(fabs(v0 / n - 1) < 0.05 && fabs(v1 / n - 1) < 0.05);
+	ps_dataset_destroy(&d);
+}
+
+static void test_dataset_synthetic_logistic_bad_args(void **state)
+{
+	ps_dataset *d = NULL;
+	ps_err e;
+
+	(void)state;
+	memset(&e, 0, sizeof e);
+	check_fails(ps_dataset_synthetic_logistic(&d, 0, 1, &e), PS_EINVAL,
+		    &e, "n must be");
+	assert_null(d);
+	check_fails(ps_dataset_synthetic_logistic(&d, SIZE_MAX / 2, 1, &e),
+		    PS_ENOMEM, &e, NULL);
+	assert_null(d);
+}
+
+/* Labels 0 1 2 3 0 1 2 3 0 1 of 10 rows, row i's features (i, -i, 10+i). */
+static void four_classes(float *x, float *y)
+{
+	for (size_t i = 0; i < 10; i++) {
+		x[3 * i] = (float)i;
+		x[3 * i + 1] = -(float)i;
+		x[3 * i + 2] = 10.0f + (float)i;
+		y[i] = (float)(i % 4);
+	}
+}
+
+static void test_dataset_select_classes(void **state)
+{
+	float x[30], y[10];
+	ps_dataset d = { .n = 10, .dim = 3, .classes = 4, .x = x, .y = y };
+	const size_t rows[] = { 0, 2, 4, 6, 8 }; /* labelled 0 or 2 */
+	ps_dataset *s = NULL;
+	ps_err e;
+
+	(void)state;
+	four_classes(x, y);
+	/* a -> 0 and b -> 1 whatever their order. */
+	assert_int_equal(ps_dataset_select_classes(&s, &d, 2, 0, &e), PS_OK);
+	assert_int_equal(s->n, 5);
+	assert_int_equal(s->dim, 3);
+	assert_int_equal(s->classes, 2);
+	assert_true(s->owns_data);
+	assert_true(s->x != x);
+	for (size_t i = 0; i < 5; i++) {
+		assert_memory_equal(s->x + 3 * i, x + 3 * rows[i],
+				    3 * sizeof(float));
+		assert_true(s->y[i] == (y[rows[i]] == 2.0f ? 0.0f : 1.0f));
+	}
+	/* A copy: the source may go away. */
+	memset(x, 0, sizeof x);
+	assert_true(s->x[3 * 4 + 2] == 18.0f);
+	ps_dataset_destroy(&s);
+
+	four_classes(x, y);
+	assert_int_equal(ps_dataset_select_classes(&s, &d, 1, 3, &e), PS_OK);
+	assert_int_equal(s->n, 5); /* rows 1, 3, 5, 7, 9 */
+	for (size_t i = 0; i < 5; i++) {
+		assert_true(s->y[i] == (float)(i % 2));
+		assert_true(s->x[3 * i] == (float)(2 * i + 1));
+	}
+	ps_dataset_destroy(&s);
+}
+
+static void test_dataset_select_classes_refused(void **state)
+{
+	float x[30], y[10];
+	ps_dataset d = { .n = 10, .dim = 3, .classes = 4, .x = x, .y = y };
+	ps_dataset *s = NULL, *lin = NULL;
+	ps_err e;
+
+	(void)state;
+	four_classes(x, y);
+	s = (ps_dataset *)1;
+	check_fails(ps_dataset_select_classes(&s, &d, 1, 1, &e), PS_EINVAL,
+		    &e, "differ");
+	assert_null(s);
+	check_fails(ps_dataset_select_classes(&s, &d, 0, 4, &e), PS_EINVAL,
+		    &e, "class 4");
+	check_fails(ps_dataset_select_classes(&s, &d, 9, 0, &e), PS_EINVAL,
+		    &e, "class 9");
+	check_fails(ps_dataset_select_classes(&s, &d, UINT32_MAX, 0, &e),
+		    PS_EINVAL, &e, "4 classes");
+	/* Both in range, but no row has either label. */
+	for (size_t i = 0; i < 10; i++)
+		y[i] = i % 2 ? 1.0f : 3.0f;
+	check_fails(ps_dataset_select_classes(&s, &d, 0, 2, &e), PS_EINVAL,
+		    &e, "no row");
+	assert_null(s);
+	/* Regression targets are not classes. */
+	assert_int_equal(ps_dataset_synthetic_linear(&lin, 10, 3, 2, 0.1, 1,
+						     &e),
+			 PS_OK);
+	check_fails(ps_dataset_select_classes(&s, lin, 0, 1, &e), PS_EINVAL,
+		    &e, "regression");
+	assert_null(s);
+	ps_dataset_destroy(&lin);
+}
+
+static void test_dataset_open_synthetic_logistic(void **state)
+{
+	ps_dataset *a = NULL, *b = NULL;
+	ps_err e;
+
+	(void)state;
+	assert_int_equal(ps_dataset_open(&a, "synthetic-logistic:100", &e),
+			 PS_OK);
+	assert_int_equal(ps_dataset_synthetic_logistic(&b, 100, 1, &e), PS_OK);
+	assert_int_equal(a->classes, 2);
+	assert_memory_equal(a->x, b->x, 200 * sizeof(float));
+	assert_memory_equal(a->y, b->y, 100 * sizeof(float));
+	ps_dataset_destroy(&a);
+	ps_dataset_destroy(&b);
+	assert_int_equal(ps_dataset_open(&a, "synthetic-logistic:64:7", &e),
+			 PS_OK);
+	assert_int_equal(ps_dataset_synthetic_logistic(&b, 64, 7, &e), PS_OK);
+	assert_memory_equal(a->y, b->y, 64 * sizeof(float));
+	ps_dataset_destroy(&a);
+	ps_dataset_destroy(&b);
+}
+
+/* SPEC@A,B on every kind that has classes: the order of A and B decides
+ * which becomes 1, and the rows are those of the plain spec. */
+static void test_dataset_open_select_suffix(void **state)
+{
+	char spec[2 * PATH_MAX + 16];
+	ps_dataset *all = NULL, *d = NULL;
+	ps_err e;
+	TPATH(ip, "sel-images");
+	TPATH(lp, "sel-labels.gz");
+
+	(void)state;
+	assert_int_equal(ps_dataset_open(&all, "synthetic-logistic:50:3", &e),
+			 PS_OK);
+	assert_int_equal(ps_dataset_open(&d, "synthetic-logistic:50:3@0,1",
+					 &e),
+			 PS_OK);
+	assert_int_equal(d->n, 50);
+	assert_memory_equal(d->x, all->x, 100 * sizeof(float));
+	assert_memory_equal(d->y, all->y, 50 * sizeof(float));
+	ps_dataset_destroy(&d);
+	assert_int_equal(ps_dataset_open(&d, "synthetic-logistic:50:3@1,0",
+					 &e),
+			 PS_OK);
+	for (size_t i = 0; i < 50; i++)
+		assert_true(d->y[i] == 1.0f - all->y[i]);
+	ps_dataset_destroy(&d);
+	ps_dataset_destroy(&all);
+
+	/* An IDX pair: labels i % 10 over 20 rows; 3 and 7 are rows 3, 7,
+	 * 13, 17. */
+	write_images(ip, 0, 20, 2, 2, 80);
+	write_labels(lp, 1, 20);
+	snprintf(spec, sizeof spec, "idx:%s,%s", ip, lp);
+	assert_int_equal(ps_dataset_open(&all, spec, &e), PS_OK);
+	snprintf(spec, sizeof spec, "idx:%s,%s@7,3", ip, lp);
+	assert_int_equal(ps_dataset_open(&d, spec, &e), PS_OK);
+	assert_int_equal(d->n, 4);
+	assert_int_equal(d->dim, 4);
+	assert_int_equal(d->classes, 2);
+	for (size_t i = 0; i < 4; i++) {
+		size_t row = 3 + 10 * (i / 2) + 4 * (i % 2);
+		assert_memory_equal(d->x + 4 * i, all->x + 4 * row,
+				    4 * sizeof(float));
+		assert_true(d->y[i] == (i % 2 ? 0.0f : 1.0f));
+	}
+	ps_dataset_destroy(&d);
+	ps_dataset_destroy(&all);
+}
+
+static void test_dataset_open_select_suffix_refused(void **state)
+{
+	static const char *const malformed[] = {
+		"synthetic-logistic:50@",
+		"synthetic-logistic:50@0",
+		"synthetic-logistic:50@0,",
+		"synthetic-logistic:50@,1",
+		"synthetic-logistic:50@0,1,2",
+		"synthetic-logistic:50@0;1",
+		"synthetic-logistic:50@a,b",
+		"synthetic-logistic:50@ 0,1",
+		"synthetic-logistic:50@0, 1",
+		"synthetic-logistic:50@-1,1",
+		"synthetic-logistic:50@+0,1",
+		"synthetic-logistic:50@0,4294967296",
+		"synthetic-logistic:50@0,1@",
+		"synthetic-logistic:50@1,1",
+		"@0,1",
+		"nope@0,1",
+		"synthetic-logistic:0@0,1",
+	};
+	char spec[2 * PATH_MAX + 32];
+	ps_dataset *d = NULL;
+	ps_err e;
+	TPATH(nope, "sel-nope");
+
+	(void)state;
+	for (size_t i = 0; i < sizeof malformed / sizeof malformed[0]; i++) {
+		memset(&e, 0, sizeof e);
+		d = (ps_dataset *)1;
+		if (ps_dataset_open(&d, malformed[i], &e) != PS_EINVAL)
+			fail_msg("spec \"%s\": %s \"%s\", want PS_EINVAL",
+				 malformed[i], ps_errname(e.code), e.msg);
+		assert_null(d);
+		/* Every message shows the forms, the suffix included. */
+		assert_non_null(strstr(e.msg, "@A,B"));
+		assert_non_null(strstr(e.msg, "synthetic-logistic:N[:SEED]"));
+		assert_true(strlen(e.msg) < sizeof e.msg - 1);
+	}
+	/* Well formed, but the data disagree: the message names the spec. */
+	check_fails(ps_dataset_open(&d, "synthetic-logistic:50@0,2", &e),
+		    PS_EINVAL, &e, "synthetic-logistic:50@0,2");
+	assert_non_null(strstr(e.msg, "class 2"));
+	assert_null(d);
+	check_fails(ps_dataset_open(&d, "synthetic-linear:50@0,1", &e),
+		    PS_EINVAL, &e, "regression");
+	assert_null(d);
+	/* The base's own errors come through unchanged. */
+	snprintf(spec, sizeof spec, "idx:%s,%s@0,1", nope, nope);
+	check_fails(ps_dataset_open(&d, spec, &e), PS_ENOENT, &e, nope);
+	assert_null(d);
+	assert_int_equal(ps_dataset_open(&d, "synthetic-logistic:50@9,1",
+					 NULL),
+			 PS_EINVAL);
+	assert_null(d);
+}
+
 static void check_shards(size_t n, unsigned nranks)
 {
 	size_t prev_end = 0, q = n / nranks;
@@ -804,6 +1088,14 @@ static void test_dataset_open_bad_spec(void **state)
 		"idx:images,",
 		"idx:,labels",
 		"idx",
+		"synthetic-logistic",
+		"synthetic-logistic:",
+		"synthetic-logistic:0",
+		"synthetic-logistic:5:",
+		"synthetic-logistic:5:x",
+		"synthetic-logistic:5:1:2",
+		"synthetic-linear:5@",
+		"synthetic-linear:5:1:2@0,1",
 	};
 	ps_dataset *d = NULL;
 	ps_err e;
@@ -820,6 +1112,7 @@ static void test_dataset_open_bad_spec(void **state)
 		assert_non_null(strstr(e.msg, "fashion-mnist:train"));
 		assert_non_null(strstr(e.msg, "idx:IMAGES,LABELS"));
 		assert_non_null(strstr(e.msg, "synthetic-linear:N[:SEED]"));
+		assert_non_null(strstr(e.msg, "synthetic-logistic:N[:SEED]"));
 		assert_true(strlen(e.msg) < sizeof e.msg - 1);
 	}
 	check_fails(ps_dataset_open(&d, NULL, &e), PS_EINVAL, &e, NULL);
@@ -990,6 +1283,21 @@ static void test_dataset_fashion_mnist_test(void **state)
 	for (size_t c = 0; c < 10; c++)
 		assert_int_equal(per_class[c], 1000);
 	ps_dataset_destroy(&d);
+
+	/* T-shirt/top against shirt, the pair the README suggests. */
+	rc = ps_dataset_open(&d, "fashion-mnist:test@0,6", &e);
+	if (rc != PS_OK)
+		fail_msg("fashion-mnist:test@0,6: %s", e.msg);
+	assert_int_equal(d->n, 2000);
+	assert_int_equal(d->classes, 2);
+	per_class[0] = per_class[1] = 0;
+	for (size_t i = 0; i < d->n; i++) {
+		assert_true(d->y[i] == 0.0f || d->y[i] == 1.0f);
+		per_class[(size_t)d->y[i]]++;
+	}
+	assert_int_equal(per_class[0], 1000);
+	assert_int_equal(per_class[1], 1000);
+	ps_dataset_destroy(&d);
 }
 
 static void test_dataset_destroy_null(void **state)
@@ -1023,12 +1331,20 @@ int main(void)
 		cmocka_unit_test(test_dataset_synthetic_deterministic),
 		cmocka_unit_test(test_dataset_synthetic_statistics),
 		cmocka_unit_test(test_dataset_synthetic_bad_args),
+		cmocka_unit_test(test_dataset_synthetic_logistic_deterministic),
+		cmocka_unit_test(test_dataset_synthetic_logistic_statistics),
+		cmocka_unit_test(test_dataset_synthetic_logistic_bad_args),
+		cmocka_unit_test(test_dataset_select_classes),
+		cmocka_unit_test(test_dataset_select_classes_refused),
 		cmocka_unit_test(test_dataset_shard_range_covers),
 		cmocka_unit_test(test_dataset_slice),
 		cmocka_unit_test(test_dataset_slice_shards),
 		cmocka_unit_test(test_dataset_open_bad_spec),
 		cmocka_unit_test(test_dataset_open_synthetic),
 		cmocka_unit_test(test_dataset_open_idx),
+		cmocka_unit_test(test_dataset_open_synthetic_logistic),
+		cmocka_unit_test(test_dataset_open_select_suffix),
+		cmocka_unit_test(test_dataset_open_select_suffix_refused),
 		cmocka_unit_test_teardown(test_dataset_open_fashion_mnist_dir,
 					  env_restore),
 		cmocka_unit_test_teardown(test_dataset_fashion_mnist_test,

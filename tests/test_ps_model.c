@@ -1,8 +1,9 @@
 /*
  * Unit tests for ps_model: gradients of every kind against central finite
- * differences, losses known in closed form, seeded initialization, spec
- * and label rejections, and chunked evaluation. Datasets are built by
- * hand (ps_dataset is a transparent record), so no loader is linked in.
+ * differences, losses known in closed form or from a double-precision
+ * reference network, seeded initialization, spec and label rejections,
+ * and chunked evaluation. Datasets are built by hand (ps_dataset is a
+ * transparent record), so no loader is linked in.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +13,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,6 +42,31 @@ static ps_model *new_model(const char *name, uint32_t in, uint32_t out,
 	ps_err e = { 0, "" };
 
 	assert_int_equal(ps_model_new(&m, &s, &e), PS_OK);
+	assert_non_null(m);
+	return m;
+}
+
+static ps_model_spec make_mlp_spec(uint32_t in, const char *hidden,
+				   uint32_t out, const char *activation,
+				   uint64_t seed)
+{
+	ps_model_spec s = make_spec("mlp", in, out, seed);
+
+	strncpy(s.hidden, hidden, sizeof s.hidden - 1);
+	strncpy(s.activation, activation, sizeof s.activation - 1);
+	return s;
+}
+
+static ps_model *new_mlp(uint32_t in, const char *hidden, uint32_t out,
+			 const char *activation, uint64_t seed)
+{
+	ps_model_spec s = make_mlp_spec(in, hidden, out, activation, seed);
+	ps_model *m = NULL;
+	ps_err e = { 0, "" };
+
+	if (ps_model_new(&m, &s, &e) != PS_OK)
+		fail_msg("mlp %u-%s-%u %s: %s", (unsigned)in, hidden,
+			 (unsigned)out, activation, e.msg);
 	assert_non_null(m);
 	return m;
 }
@@ -309,6 +336,8 @@ static void test_model_new_rejects_unknown_name(void **state)
 	assert_int_equal(ps_model_new(&m, &s, &e), PS_EINVAL);
 	assert_non_null(strstr(e.msg, "linear"));
 	assert_non_null(strstr(e.msg, "softmax"));
+	assert_non_null(strstr(e.msg, "logistic"));
+	assert_non_null(strstr(e.msg, "mlp"));
 	/* A NULL ps_err is allowed. */
 	assert_int_equal(ps_model_new(&m, &s, NULL), PS_EINVAL);
 	assert_null(m);
@@ -604,6 +633,673 @@ static void test_model_scratch_overflow_is_enomem(void **state)
 	ps_model_destroy(&m);
 }
 
+/* --- mlp ---------------------------------------------------------------- */
+
+/* Widths s_0 .. s_{L+1} of a test network, for the reference below. */
+#define REF_WIDTHS_MAX 12
+
+struct ref_net {
+	unsigned layers; /* weight layers */
+	size_t width[REF_WIDTHS_MAX];
+	int tanh;
+};
+
+static struct ref_net ref_net(const size_t *widths, unsigned nwidths,
+			      int tanh_act)
+{
+	struct ref_net net;
+
+	memset(&net, 0, sizeof net);
+	assert_true(nwidths >= 2 && nwidths <= REF_WIDTHS_MAX);
+	net.layers = nwidths - 1;
+	memcpy(net.width, widths, nwidths * sizeof *widths);
+	net.tanh = tanh_act;
+	return net;
+}
+
+static size_t ref_num_params(const struct ref_net *net)
+{
+	size_t np = 0;
+
+	for (unsigned l = 1; l <= net->layers; l++)
+		np += (net->width[l - 1] + 1) * net->width[l];
+	return np;
+}
+
+/*
+ * The network written out the slow way, in double, straight from the
+ * layout documented in ps_model.h (W_l[s_l][s_{l-1}] then b_l, layer by
+ * layer): its mean loss, the argmax count in *correct (if not NULL), and
+ * the on/off state (pre-activation > 0) of every hidden unit of every row
+ * in pattern (if not NULL).
+ */
+static double ref_forward(const struct ref_net *net, const float *w,
+			  const float *x, const float *y, size_t n,
+			  size_t *correct, unsigned char *pattern)
+{
+	size_t widest = 0, hits = 0, pi = 0;
+	double *in, *out;
+	double loss = 0.0;
+
+	for (unsigned l = 0; l <= net->layers; l++)
+		if (net->width[l] > widest)
+			widest = net->width[l];
+	in = test_malloc(widest * sizeof *in);
+	out = test_malloc(widest * sizeof *out);
+	for (size_t i = 0; i < n; i++) {
+		const float *wl = w;
+		size_t k = net->width[net->layers], best = 0;
+		double zmax, z = 0.0;
+
+		for (size_t j = 0; j < net->width[0]; j++)
+			in[j] = x[i * net->width[0] + j];
+		for (unsigned l = 1; l <= net->layers; l++) {
+			size_t si = net->width[l - 1], so = net->width[l];
+			const float *b = wl + so * si;
+			for (size_t o = 0; o < so; o++) {
+				double v = b[o];
+				for (size_t j = 0; j < si; j++)
+					v += (double)wl[o * si + j] * in[j];
+				if (l < net->layers) {
+					if (pattern)
+						pattern[pi++] = v > 0.0;
+					v = net->tanh ? tanh(v) : fmax(v, 0.0);
+				}
+				out[o] = v;
+			}
+			memcpy(in, out, so * sizeof *in);
+			wl = b + so;
+		}
+		zmax = in[0];
+		for (size_t c = 1; c < k; c++) {
+			if (in[c] > zmax) {
+				zmax = in[c];
+				best = c;
+			}
+		}
+		for (size_t c = 0; c < k; c++)
+			z += exp(in[c] - zmax);
+		loss += log(z) + zmax - in[(size_t)y[i]];
+		hits += best == (size_t)y[i];
+	}
+	test_free(in);
+	test_free(out);
+	if (correct)
+		*correct = hits;
+	return loss / (double)n;
+}
+
+static size_t ref_units(const struct ref_net *net, size_t n)
+{
+	size_t units = 0;
+
+	for (unsigned l = 1; l < net->layers; l++)
+		units += net->width[l];
+	return units * n;
+}
+
+/*
+ * The finite differences below are only meaningful where the loss is
+ * smooth along each coordinate line, i.e. where no ReLU switches between
+ * w_j - h and w_j + h. This checks that premise for every parameter, so a
+ * seed that puts a pre-activation near a kink fails here, loudly, instead
+ * of as a mysterious gradient error. Checking the two ends suffices: with
+ * one parameter moving, the first layer it feeds has pre-activations
+ * affine in it, so the same state at both ends means the same state all
+ * along; then the next layer's are affine too, and so on up.
+ */
+static void assert_no_relu_switches(const struct ref_net *net, float *w,
+				    const float *x, const float *y, size_t n)
+{
+	size_t np = ref_num_params(net), units = ref_units(net, n);
+	unsigned char *base = test_malloc(units + 1);
+	unsigned char *moved = test_malloc(units + 1);
+
+	(void)ref_forward(net, w, x, y, n, NULL, base);
+	for (size_t j = 0; j < np; j++) {
+		float w0 = w[j];
+		for (int side = -1; side <= 1; side += 2) {
+			w[j] = (float)(w0 + side * FD_STEP);
+			(void)ref_forward(net, w, x, y, n, NULL, moved);
+			if (memcmp(base, moved, units) != 0)
+				fail_msg("param %zu: a ReLU switches within "
+					 "+-%g; choose other test data",
+					 j, FD_STEP);
+		}
+		w[j] = w0;
+	}
+	test_free(base);
+	test_free(moved);
+}
+
+/*
+ * Build the model and reference for widths[], draw weights (biases too,
+ * so that they are exercised), inputs and labels, check the loss against
+ * the reference and the gradient against finite differences.
+ *
+ * The bound of check_gradient() carries over: the loss is still summed in
+ * double from float32 logits, now after two or three float32 products of
+ * O(1) terms, so an evaluated loss is off by a few 1e-7 and the quotient
+ * by a few 1e-5. Truncation: with no ReLU switching (checked above), a
+ * ReLU network's logits are affine along any one coordinate, so L''' is
+ * that of log-sum-exp of O(1) slopes, O(1); tanh's own third derivative
+ * is at most 2. So the worst case stays near 5e-5 absolute, 5e-3 relative
+ * at the floor; the worst seen (printed) is about 4e-4, and a wrong
+ * transpose, layer offset or derivative gives errors of order 1.
+ */
+static void check_mlp_gradient(const size_t *widths, unsigned nwidths,
+			       const char *activation, uint64_t seed)
+{
+	struct ref_net net = ref_net(widths, nwidths,
+				     strcmp(activation, "tanh") == 0);
+	char hidden[64] = "";
+	const size_t n = 4;
+	ps_model *m;
+	double worst;
+	ps_rng r;
+	float *w, *x, *y;
+
+	for (unsigned l = 1; l + 1 < nwidths; l++)
+		snprintf(hidden + strlen(hidden),
+			 sizeof hidden - strlen(hidden), "%s%zu",
+			 l > 1 ? "," : "", widths[l]);
+	m = new_mlp((uint32_t)widths[0], hidden,
+		    (uint32_t)widths[nwidths - 1], activation, 1);
+	assert_int_equal(ps_model_num_params(m), ref_num_params(&net));
+	ps_rng_seed(&r, seed);
+	w = fill_normal(&r, ps_model_num_params(m), 0.7);
+	x = fill_normal(&r, n * widths[0], 1.0);
+	y = fill_labels(&r, n, (uint32_t)widths[nwidths - 1]);
+	if (!net.tanh)
+		assert_no_relu_switches(&net, w, x, y, n);
+	assert_true(fabs(loss_at(m, w, x, y, n) -
+			 ref_forward(&net, w, x, y, n, NULL, NULL)) < 1e-5);
+	worst = check_gradient(m, w, x, y, n);
+	print_message("mlp %s %s: worst relative error %.2e\n", hidden,
+		      activation, worst);
+	test_free(w);
+	test_free(x);
+	test_free(y);
+	ps_model_destroy(&m);
+}
+
+/* The ReLU seeds are ones that pass assert_no_relu_switches(): with 16 or
+ * more hidden pre-activations of spread ~1.7, one lands within 0.02 of 0
+ * for some seeds (101 and 102 here), and those are skipped, not
+ * tolerated. */
+static void test_model_mlp_gradient_relu_one_layer(void **state)
+{
+	const size_t widths[] = { 5, 4, 3 };
+
+	(void)state;
+	check_mlp_gradient(widths, 3, "relu", 103);
+}
+
+static void test_model_mlp_gradient_relu_two_layers(void **state)
+{
+	const size_t widths[] = { 5, 4, 3, 3 };
+
+	(void)state;
+	check_mlp_gradient(widths, 4, "relu", 202);
+}
+
+static void test_model_mlp_gradient_tanh_one_layer(void **state)
+{
+	const size_t widths[] = { 5, 4, 3 };
+
+	(void)state;
+	check_mlp_gradient(widths, 3, "tanh", 303);
+}
+
+static void test_model_mlp_gradient_tanh_two_layers(void **state)
+{
+	const size_t widths[] = { 5, 4, 3, 3 };
+
+	(void)state;
+	check_mlp_gradient(widths, 4, "tanh", 404);
+}
+
+/* A wider, deeper network with a batch that is not a multiple of any
+ * BLAS block: the loss and argmax count match the double reference, which
+ * reads the parameters in the documented layout. */
+static void test_model_mlp_forward_matches_reference(void **state)
+{
+	static const char *const acts[] = { "relu", "tanh" };
+	const size_t widths[] = { 20, 16, 9, 5 };
+	const size_t n = 37;
+
+	(void)state;
+	for (int t = 0; t < 2; t++) {
+		struct ref_net net = ref_net(widths, 4, t);
+		ps_model *m = new_mlp(20, "16,9", 5, acts[t], 7);
+		size_t np = ps_model_num_params(m), want_hits = 0;
+		ps_dataset d = { .n = n, .dim = 20, .classes = 5 };
+		ps_model_eval ev;
+		double want;
+		ps_rng r;
+		float *w;
+
+		ps_rng_seed(&r, 9 + (uint64_t)t);
+		w = fill_normal(&r, np, 0.4);
+		d.x = fill_normal(&r, n * 20, 1.0);
+		d.y = fill_labels(&r, n, 5);
+		want = ref_forward(&net, w, d.x, d.y, n, &want_hits, NULL);
+		assert_true(fabs(loss_at(m, w, d.x, d.y, n) - want) <
+			    1e-5 * fmax(1.0, want));
+		assert_int_equal(ps_model_evaluate(m, w, &d, &ev), PS_OK);
+		assert_true(fabs(ev.loss - want) < 1e-5 * fmax(1.0, want));
+		assert_true(fabs(ev.accuracy - (double)want_hits / n) < 1e-12);
+		test_free(w);
+		test_free(d.x);
+		test_free(d.y);
+		ps_model_destroy(&m);
+	}
+}
+
+static void sample_moments(const float *v, size_t n, double *mean,
+			   double *var)
+{
+	double s = 0.0, ss = 0.0;
+
+	for (size_t i = 0; i < n; i++)
+		s += v[i];
+	*mean = s / (double)n;
+	for (size_t i = 0; i < n; i++)
+		ss += (v[i] - *mean) * (v[i] - *mean);
+	*var = ss / (double)n;
+}
+
+/*
+ * 1000 -> 500 -> 10: W_1 has 500000 draws, so its sample variance is
+ * within sqrt(2/500000) = 0.2% (one standard deviation) of the true one;
+ * 3% is 15 of those. W_2 has 5000 draws (2% per sd): 10% is 5 sd. The
+ * means are 0 within 5 sd of sqrt(var/count). Biases are exactly 0.
+ */
+static void test_model_mlp_init_statistics(void **state)
+{
+	const uint32_t in = 1000, hid = 500, out = 10;
+	const size_t n1 = (size_t)in * hid, n2 = (size_t)hid * out;
+
+	(void)state;
+	for (int t = 0; t < 2; t++) {
+		ps_model *m = new_mlp(in, "500", out, t ? "tanh" : "relu", 77);
+		size_t np = ps_model_num_params(m);
+		float *w = test_malloc(np * sizeof *w);
+		double mean, var, want;
+
+		assert_int_equal(np, n1 + hid + n2 + out);
+		ps_model_init(m, w);
+		/* ReLU: He, 2/fan_in. tanh: 1/fan_in. */
+		want = (t ? 1.0 : 2.0) / in;
+		sample_moments(w, n1, &mean, &var);
+		assert_true(fabs(var / want - 1.0) < 0.03);
+		assert_true(fabs(mean) < 5 * sqrt(want / n1));
+		for (size_t i = 0; i < hid; i++)
+			assert_true(w[n1 + i] == 0.0f);
+		/* The output layer: 1/fan_in whatever the activation. */
+		want = 1.0 / hid;
+		sample_moments(w + n1 + hid, n2, &mean, &var);
+		assert_true(fabs(var / want - 1.0) < 0.10);
+		assert_true(fabs(mean) < 5 * sqrt(want / n2));
+		for (size_t i = 0; i < out; i++)
+			assert_true(w[n1 + hid + n2 + i] == 0.0f);
+		test_free(w);
+		ps_model_destroy(&m);
+	}
+}
+
+static void test_model_mlp_init_is_deterministic(void **state)
+{
+	ps_model *a = new_mlp(30, "20,10", 4, "relu", 1234);
+	ps_model *b = new_mlp(30, "20,10", 4, "relu", 1234);
+	ps_model *c = new_mlp(30, "20,10", 4, "relu", 1235);
+	ps_model *t = new_mlp(30, "20,10", 4, "tanh", 1234);
+	size_t np = ps_model_num_params(a);
+	float *wa = test_malloc(np * sizeof *wa);
+	float *wb = test_malloc(np * sizeof *wb);
+	float *wc = test_malloc(np * sizeof *wc);
+	float *wt = test_malloc(np * sizeof *wt);
+
+	(void)state;
+	ps_model_init(a, wa);
+	ps_model_init(b, wb);
+	ps_model_init(c, wc);
+	ps_model_init(t, wt);
+	assert_memory_equal(wa, wb, np * sizeof *wa);
+	assert_memory_not_equal(wa, wc, 30 * 20 * sizeof *wa);
+	/* Same draws, scaled: He's sqrt(2/30) against tanh's sqrt(1/30) in
+	 * the first layer, the same 1/sqrt(10) in the output layer. */
+	for (size_t i = 0; i < 30 * 20; i++)
+		assert_true(fabs(wa[i] - sqrt(2.0) * wt[i]) <
+			    1e-6 * (1 + fabs(wa[i])));
+	{
+		size_t out = 30 * 20 + 20 + 20 * 10 + 10;
+		assert_memory_equal(wa + out, wt + out, 10 * 4 * sizeof *wa);
+	}
+	test_free(wa);
+	test_free(wb);
+	test_free(wc);
+	test_free(wt);
+	ps_model_destroy(&a);
+	ps_model_destroy(&b);
+	ps_model_destroy(&c);
+	ps_model_destroy(&t);
+}
+
+static void test_model_mlp_num_params(void **state)
+{
+	ps_model *one = new_mlp(784, "256", 10, "relu", 0);
+	ps_model *two = new_mlp(784, "256,128", 10, "tanh", 0);
+	ps_model *widest = new_mlp(2, "65536", 2, "relu", 0);
+	ps_model *deepest = new_mlp(3, "1,2,3,4,5,6,7,8", 2, "relu", 0);
+
+	(void)state;
+	/* 785*256 + 257*10 */
+	assert_int_equal(ps_model_num_params(one), 203530);
+	/* 785*256 + 257*128 + 129*10 */
+	assert_int_equal(ps_model_num_params(two), 235146);
+	assert_int_equal(ps_model_num_params(widest), 3 * 65536 + 65537 * 2);
+	assert_int_equal(ps_model_num_params(deepest),
+			 4 * 1 + 2 * 2 + 3 * 3 + 4 * 4 + 5 * 5 + 6 * 6 +
+				 7 * 7 + 8 * 8 + 9 * 2);
+	assert_string_equal(ps_model_get_spec(two)->hidden, "256,128");
+	assert_string_equal(ps_model_get_spec(two)->activation, "tanh");
+	ps_model_destroy(&one);
+	ps_model_destroy(&two);
+	ps_model_destroy(&widest);
+	ps_model_destroy(&deepest);
+}
+
+static void test_model_mlp_rejects_bad_hidden(void **state)
+{
+	static const char *const bad[] = {
+		"",       "0",       "256,",     ",256",
+		"a",      "256 ,128", "256, 128", " 256",
+		"256,,128", "+256",  "-256",     "0256",
+		"65537",  "99999999", "99999999999999999999",
+		"1,2,3,4,5,6,7,8,9", "256;128", "256.5",
+	};
+	ps_model_spec s;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		s = make_mlp_spec(10, bad[i], 3, "relu", 0);
+		/* The message quotes the string it refuses. */
+		{
+			char quoted[80];
+			snprintf(quoted, sizeof quoted, "'%s'", bad[i]);
+			expect_rejected(&s, quoted);
+		}
+		expect_rejected(&s, "hidden");
+	}
+}
+
+static void test_model_mlp_rejects_bad_activation(void **state)
+{
+	static const char *const bad[] = { "", "RELU", "sigmoid", "relu ",
+					   "tan" };
+	ps_model_spec s;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		s = make_mlp_spec(10, "8", 3, bad[i], 0);
+		expect_rejected(&s, "'relu' or 'tanh'");
+	}
+	s = make_mlp_spec(10, "8", 3, "relu", 0);
+	memset(s.activation, 'r', sizeof s.activation);
+	expect_rejected(&s, "NUL-terminated");
+	/* Kinds without layers take no activation at all. */
+	s = make_spec("softmax", 3, 2, 0);
+	strcpy(s.activation, "relu");
+	expect_rejected(&s, "no hidden layers");
+	s = make_spec("linear", 3, 1, 0);
+	strcpy(s.activation, "tanh");
+	expect_rejected(&s, "no hidden layers");
+	s = make_spec("logistic", 3, 1, 0);
+	strcpy(s.activation, "relu");
+	expect_rejected(&s, "no hidden layers");
+	s = make_spec("logistic", 3, 1, 0);
+	strcpy(s.hidden, "4");
+	expect_rejected(&s, "no hidden layers");
+}
+
+static void test_model_mlp_rejects_bad_dims(void **state)
+{
+	ps_model_spec s;
+
+	(void)state;
+	s = make_mlp_spec(10, "8", 1, "relu", 0);
+	expect_rejected(&s, "output_dim >= 2");
+	s = make_mlp_spec(0, "8", 3, "relu", 0);
+	expect_rejected(&s, "input_dim");
+	/* 65536 * 65536 * 2 weights: far above the cap, and named. */
+	s = make_mlp_spec(784, "65536,65536,65536", 10, "relu", 0);
+	expect_rejected(&s, "at most");
+	expect_rejected(&s, "65536,65536,65536");
+	s = make_mlp_spec(UINT32_MAX, "65536", UINT32_MAX, "relu", 0);
+	expect_rejected(&s, "at most");
+}
+
+static void test_model_mlp_label_out_of_range(void **state)
+{
+	const float bad[] = { 3.0f, -1.0f, 0.5f, NAN };
+	ps_model *m = new_mlp(2, "4", 3, "relu", 0);
+	size_t np = ps_model_num_params(m);
+	float *w = test_calloc(np, sizeof *w);
+	float *g = test_malloc(np * sizeof *g);
+	const float x[4] = { 1, 2, 3, 4 };
+	double loss = 99.0;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		float y[2] = { 1.0f, bad[i] };
+		assert_int_equal(ps_model_loss_grad(m, w, x, y, 2, g, &loss),
+				 PS_EINVAL);
+		assert_true(loss == 99.0);
+	}
+	test_free(w);
+	test_free(g);
+	ps_model_destroy(&m);
+}
+
+/* The softmax test's reuse check, on a network: the scratch holds several
+ * layers at batch-dependent offsets, so a stale offset would show here. */
+static void test_model_mlp_scratch_reuse_across_batch_sizes(void **state)
+{
+	const size_t sizes[] = { 2, 300, 3, 1, 64 };
+	ps_model *m = new_mlp(6, "7,5", 4, "tanh", 5);
+	size_t np = ps_model_num_params(m);
+	float *w = test_malloc(np * sizeof *w);
+	float *g1 = test_malloc(np * sizeof *g1);
+	float *g2 = test_malloc(np * sizeof *g2);
+	ps_rng r;
+	float *x, *y;
+
+	(void)state;
+	ps_model_init(m, w);
+	ps_rng_seed(&r, 17);
+	x = fill_normal(&r, 300 * 6, 1.0);
+	y = fill_labels(&r, 300, 4);
+	for (size_t t = 0; t < sizeof sizes / sizeof sizes[0]; t++) {
+		ps_model *fresh = new_mlp(6, "7,5", 4, "tanh", 5);
+		double l1 = NAN, l2 = NAN;
+		assert_int_equal(ps_model_loss_grad(m, w, x, y, sizes[t], g1,
+						    &l1),
+				 PS_OK);
+		assert_int_equal(ps_model_loss_grad(fresh, w, x, y, sizes[t],
+						    g2, &l2),
+				 PS_OK);
+		assert_true(fabs(l1 - l2) < 1e-9);
+		for (size_t j = 0; j < np; j++)
+			assert_true(fabsf(g1[j] - g2[j]) < 1e-6f);
+		ps_model_destroy(&fresh);
+	}
+	test_free(x);
+	test_free(y);
+	test_free(w);
+	test_free(g1);
+	test_free(g2);
+	ps_model_destroy(&m);
+}
+
+/* What no linear model can do: XOR. Full-batch gradient descent from the
+ * seeded init must reach 100% on the four points, for both activations. */
+static void test_model_mlp_learns_xor(void **state)
+{
+	float x[8] = { 0, 0, 0, 1, 1, 0, 1, 1 };
+	float y[4] = { 0, 1, 1, 0 };
+	ps_dataset d = { .n = 4, .dim = 2, .classes = 2, .x = x, .y = y };
+
+	(void)state;
+	for (int t = 0; t < 2; t++) {
+		ps_model *m = new_mlp(2, "8", 2, t ? "tanh" : "relu", 3);
+		size_t np = ps_model_num_params(m);
+		float *w = test_malloc(np * sizeof *w);
+		float *g = test_malloc(np * sizeof *g);
+		ps_model_eval ev;
+		double loss = NAN;
+
+		ps_model_init(m, w);
+		for (int step = 0; step < 2000; step++) {
+			assert_int_equal(ps_model_loss_grad(m, w, x, y, 4, g,
+							    &loss),
+					 PS_OK);
+			for (size_t j = 0; j < np; j++)
+				w[j] -= 0.5f * g[j];
+		}
+		assert_int_equal(ps_model_evaluate(m, w, &d, &ev), PS_OK);
+		assert_true(ev.accuracy == 1.0);
+		assert_true(ev.loss < 0.1);
+		test_free(w);
+		test_free(g);
+		ps_model_destroy(&m);
+	}
+}
+
+/* --- logistic ------------------------------------------------------------ */
+
+static void test_model_logistic_gradient_matches_finite_differences(void **state)
+{
+	const uint32_t dim = 4;
+	const size_t n = 6;
+	ps_model *m = new_model("logistic", dim, 1, 1);
+	ps_rng r;
+	float *w, *x, *y;
+
+	(void)state;
+	ps_rng_seed(&r, 5);
+	w = fill_normal(&r, ps_model_num_params(m), 0.8);
+	x = fill_normal(&r, n * dim, 1.0);
+	y = fill_labels(&r, n, 2);
+	check_gradient(m, w, x, y, n);
+	test_free(w);
+	test_free(x);
+	test_free(y);
+	ps_model_destroy(&m);
+}
+
+/* w = (1, -1), b = 0:
+ *   x = (2, 0), y = 1: z =  2, loss log(1 + e^-2), p - y = s(2) - 1
+ *   x = (0, 1), y = 1: z = -1, loss log(1 + e^1),  p - y = s(-1) - 1
+ *   x = (0, 0), y = 0: z =  0, loss log 2,         p - y = 1/2
+ *   x = (1, 3), y = 0: z = -2, loss log(1 + e^-2), p - y = s(-2)
+ * with s the sigmoid; dw = X^T (p - y) / 4, db = mean(p - y).
+ * Predictions p >= 1/2: 1, 0, 1 (z = 0 counts as 1), 0: accuracy 1/2. */
+static void test_model_logistic_loss_by_hand(void **state)
+{
+	float w[3] = { 1, -1, 0 };
+	float x[8] = { 2, 0, 0, 1, 0, 0, 1, 3 };
+	float y[4] = { 1, 1, 0, 0 };
+	ps_dataset d = { .n = 4, .dim = 2, .classes = 2, .x = x, .y = y };
+	ps_model *m = new_model("logistic", 2, 1, 0);
+	double s2 = 1 / (1 + exp(-2.0)), sm1 = 1 / (1 + exp(1.0));
+	double sm2 = 1 / (1 + exp(2.0));
+	double r[4] = { s2 - 1, sm1 - 1, 0.5, sm2 };
+	double want = (2 * log1p(exp(-2.0)) + log1p(exp(1.0)) + log(2.0)) / 4;
+	double dw0 = (2 * r[0] + r[3]) / 4, dw1 = (r[1] + 3 * r[3]) / 4;
+	double db = (r[0] + r[1] + r[2] + r[3]) / 4;
+	ps_model_eval ev;
+	float g[3], w0[3];
+	double loss = NAN;
+
+	(void)state;
+	assert_int_equal(ps_model_num_params(m), 3);
+	assert_int_equal(ps_model_loss_grad(m, w, x, y, 4, g, &loss), PS_OK);
+	assert_true(fabs(loss - want) < 1e-7);
+	assert_true(fabs(g[0] - dw0) < 1e-6);
+	assert_true(fabs(g[1] - dw1) < 1e-6);
+	assert_true(fabs(g[2] - db) < 1e-6);
+	assert_int_equal(ps_model_evaluate(m, w, &d, &ev), PS_OK);
+	assert_true(fabs(ev.accuracy - 0.5) < 1e-12);
+	assert_true(fabs(ev.loss - want) < 1e-7);
+	assert_int_equal(ev.n, 4);
+	/* Zeros to start: loss log 2 and accuracy that of "always 1". */
+	memset(w0, 0xff, sizeof w0);
+	ps_model_init(m, w0);
+	for (int j = 0; j < 3; j++)
+		assert_true(w0[j] == 0.0f);
+	assert_int_equal(ps_model_evaluate(m, w0, &d, &ev), PS_OK);
+	assert_true(fabs(ev.loss - log(2.0)) < 1e-12);
+	assert_true(fabs(ev.accuracy - 0.5) < 1e-12);
+	ps_model_destroy(&m);
+}
+
+/* Margins of +-1000 overflow exp() in the naive formula; the stable one
+ * gives loss 1000 for a confident mistake, ~0 for a confident hit, and a
+ * gradient of exactly p - y = +-1 or 0. */
+static void test_model_logistic_large_margins_are_stable(void **state)
+{
+	const float w[2] = { 1000, 0 };
+	const float x[4] = { 1, -1, 1, -1 };
+	const float y[4] = { 0, 1, 1, 0 };
+	ps_model *m = new_model("logistic", 1, 1, 0);
+	float g[2];
+	double loss = NAN;
+
+	(void)state;
+	assert_int_equal(ps_model_loss_grad(m, w, x, y, 2, g, &loss), PS_OK);
+	assert_true(fabs(loss - 1000.0) < 1e-9);
+	assert_true(fabs(g[0] - 1.0f) < 1e-6f); /* ((1-0)*1 + (0-1)*-1) / 2 */
+	assert_true(fabs(g[1] - 0.0f) < 1e-6f);
+	assert_int_equal(ps_model_loss_grad(m, w, x + 2, y + 2, 2, g, &loss),
+			 PS_OK);
+	assert_true(loss >= 0.0 && loss < 1e-300);
+	assert_true(g[0] == 0.0f && g[1] == 0.0f);
+	ps_model_destroy(&m);
+}
+
+static void test_model_logistic_rejects_bad_labels(void **state)
+{
+	const float bad[] = { 2.0f, -1.0f, 0.5f, NAN, INFINITY };
+	const float w[3] = { 0 };
+	const float x[4] = { 1, 2, 3, 4 };
+	ps_model *m = new_model("logistic", 2, 1, 0);
+	ps_model_spec s;
+	float g[3];
+	double loss = 5.0;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		float y[2] = { 1.0f, bad[i] };
+		assert_int_equal(ps_model_loss_grad(m, w, x, y, 2, g, &loss),
+				 PS_EINVAL);
+		assert_true(loss == 5.0);
+	}
+	{
+		float y[2] = { 0.0f, 1.0f };
+		ps_dataset d = { .n = 2, .dim = 2, .classes = 3,
+				 .x = (float *)x, .y = y };
+		ps_model_eval ev;
+		y[1] = 2.0f;
+		assert_int_equal(ps_model_evaluate(m, w, &d, &ev), PS_EINVAL);
+	}
+	s = make_spec("logistic", 2, 2, 0);
+	expect_rejected(&s, "output_dim must be 1");
+	s = make_spec("logistic", 2, 0, 0);
+	expect_rejected(&s, "output_dim");
+	ps_model_destroy(&m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -628,6 +1324,24 @@ int main(void)
 		cmocka_unit_test(test_model_evaluate_chunks_match_one_batch),
 		cmocka_unit_test(test_model_scratch_reuse_across_batch_sizes),
 		cmocka_unit_test(test_model_scratch_overflow_is_enomem),
+		cmocka_unit_test(test_model_mlp_gradient_relu_one_layer),
+		cmocka_unit_test(test_model_mlp_gradient_relu_two_layers),
+		cmocka_unit_test(test_model_mlp_gradient_tanh_one_layer),
+		cmocka_unit_test(test_model_mlp_gradient_tanh_two_layers),
+		cmocka_unit_test(test_model_mlp_forward_matches_reference),
+		cmocka_unit_test(test_model_mlp_init_statistics),
+		cmocka_unit_test(test_model_mlp_init_is_deterministic),
+		cmocka_unit_test(test_model_mlp_num_params),
+		cmocka_unit_test(test_model_mlp_rejects_bad_hidden),
+		cmocka_unit_test(test_model_mlp_rejects_bad_activation),
+		cmocka_unit_test(test_model_mlp_rejects_bad_dims),
+		cmocka_unit_test(test_model_mlp_label_out_of_range),
+		cmocka_unit_test(test_model_mlp_scratch_reuse_across_batch_sizes),
+		cmocka_unit_test(test_model_mlp_learns_xor),
+		cmocka_unit_test(test_model_logistic_gradient_matches_finite_differences),
+		cmocka_unit_test(test_model_logistic_loss_by_hand),
+		cmocka_unit_test(test_model_logistic_large_margins_are_stable),
+		cmocka_unit_test(test_model_logistic_rejects_bad_labels),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -39,8 +39,11 @@
 #define OFF_FORMAT 8
 #define OFF_NAME 12
 #define OFF_HIDDEN 44
-#define OFF_NPARAMS 132
-#define HEADER_SIZE 140
+#define OFF_ACTIVATION 108
+#define OFF_INPUT_DIM 124
+#define OFF_INIT_SEED 132
+#define OFF_NPARAMS 148
+#define HEADER_SIZE 156
 
 #define NPARAMS 257
 
@@ -79,6 +82,7 @@ static void sample_spec(ps_model_spec *s)
 	memset(s, 0, sizeof *s);
 	snprintf(s->name, sizeof s->name, "softmax");
 	snprintf(s->hidden, sizeof s->hidden, "128,64");
+	snprintf(s->activation, sizeof s->activation, "tanh");
 	s->input_dim = 784;
 	s->output_dim = 10;
 	s->init_seed = 0x0123456789abcdefULL;
@@ -210,6 +214,7 @@ static void test_modelfile_roundtrip(void **state)
 	assert_non_null(rw);
 	assert_string_equal(got.name, "softmax");
 	assert_string_equal(got.hidden, "128,64");
+	assert_string_equal(got.activation, "tanh");
 	assert_int_equal(got.input_dim, 784);
 	assert_int_equal(got.output_dim, 10);
 	assert_true(got.init_seed == 0x0123456789abcdefULL);
@@ -218,11 +223,30 @@ static void test_modelfile_roundtrip(void **state)
 	assert_memory_equal(rw, w, sizeof w);
 	free(rw);
 
-	/* The file has exactly the documented size. */
+	/* The file has exactly the documented size, and the fields sit at
+	 * the documented offsets. */
 	size_t len;
 	uint8_t *buf = slurp(path, &len);
+	uint32_t u32;
+	uint64_t u64;
+	float f;
 	assert_int_equal(len, HEADER_SIZE + 4 * NPARAMS + 4);
 	assert_memory_equal(buf, "PSMODEL", 8);
+	assert_memory_equal(buf + OFF_NAME, "softmax\0", 8);
+	assert_memory_equal(buf + OFF_HIDDEN, "128,64\0", 7);
+	assert_memory_equal(buf + OFF_ACTIVATION, "tanh\0", 5);
+	memcpy(&u32, buf + OFF_INPUT_DIM, 4);
+	assert_int_equal(u32, 784);
+	memcpy(&u32, buf + OFF_INPUT_DIM + 4, 4);
+	assert_int_equal(u32, 10);
+	memcpy(&u64, buf + OFF_INIT_SEED, 8);
+	assert_true(u64 == 0x0123456789abcdefULL);
+	memcpy(&u64, buf + OFF_INIT_SEED + 8, 8);
+	assert_true(u64 == 987654321012ULL);
+	memcpy(&u64, buf + OFF_NPARAMS, 8);
+	assert_int_equal(u64, NPARAMS);
+	memcpy(&f, buf + HEADER_SIZE + 4 * 3, 4);
+	assert_true(f == w[3]);
 	free(buf);
 }
 
@@ -239,11 +263,14 @@ static void test_modelfile_roundtrip_longest_strings(void **state)
 	s.name[sizeof s.name - 1] = '\0';
 	memset(s.hidden, 'h', sizeof s.hidden - 1);
 	s.hidden[sizeof s.hidden - 1] = '\0';
+	memset(s.activation, 'a', sizeof s.activation - 1);
+	s.activation[sizeof s.activation - 1] = '\0';
 	assert_int_equal(ps_modelfile_write(path, &s, 0, w, 3, NULL), PS_OK);
 	assert_int_equal(
 		ps_modelfile_read(path, &got, &version, &rw, &n, NULL), PS_OK);
 	assert_string_equal(got.name, s.name);
 	assert_string_equal(got.hidden, s.hidden);
+	assert_string_equal(got.activation, s.activation);
 	assert_int_equal(version, 0);
 	assert_int_equal(n, 3);
 	assert_memory_equal(rw, w, sizeof w);
@@ -461,6 +488,17 @@ static void test_modelfile_bad_header_fields(void **state)
 	expect_read(bad, PS_EFORMAT);
 	memcpy(buf, orig, len);
 	memset(buf + OFF_HIDDEN, 'x', 64);
+	rewrite_crc(buf, len);
+	spit(bad, buf, len);
+	expect_read(bad, PS_EFORMAT);
+	memcpy(buf, orig, len);
+	memset(buf + OFF_ACTIVATION, 'x', 16);
+	rewrite_crc(buf, len);
+	spit(bad, buf, len);
+	expect_read(bad, PS_EFORMAT);
+	/* The last byte alone is enough. */
+	memcpy(buf, orig, len);
+	buf[OFF_INPUT_DIM - 1] = 'x';
 	rewrite_crc(buf, len);
 	spit(bad, buf, len);
 	expect_read(bad, PS_EFORMAT);

@@ -85,6 +85,8 @@ static void fill_hello(ps_msg *m)
 		 "softmax");
 	snprintf(m->u.hello.model.hidden, sizeof m->u.hello.model.hidden,
 		 "256,128");
+	snprintf(m->u.hello.model.activation,
+		 sizeof m->u.hello.model.activation, "tanh");
 	m->u.hello.model.input_dim = 784;
 	m->u.hello.model.output_dim = 10;
 	m->u.hello.model.init_seed = 0xfeedfacecafebeefULL;
@@ -170,18 +172,43 @@ static void test_wire_roundtrip_hello(void **state)
 	assert_int_equal(out.u.hello.rank, 4000000000u);
 	assert_string_equal(out.u.hello.model.name, "softmax");
 	assert_string_equal(out.u.hello.model.hidden, "256,128");
+	assert_string_equal(out.u.hello.model.activation, "tanh");
 	assert_int_equal(out.u.hello.model.input_dim, 784);
 	assert_int_equal(out.u.hello.model.output_dim, 10);
 	assert_true(out.u.hello.model.init_seed == 0xfeedfacecafebeefULL);
 
-	/* A worker with an empty hidden string. */
+	/* A worker with empty hidden and activation strings. */
 	m.u.hello.role = PS_ROLE_WORKER;
 	m.u.hello.rank = 0;
 	m.u.hello.model.hidden[0] = '\0';
+	m.u.hello.model.activation[0] = '\0';
 	roundtrip(&m, &out);
 	assert_int_equal(out.u.hello.role, PS_ROLE_WORKER);
 	assert_int_equal(out.u.hello.rank, 0);
 	assert_string_equal(out.u.hello.model.hidden, "");
+	assert_string_equal(out.u.hello.model.activation, "");
+}
+
+/* The activation travels as its own field: changing only it changes the
+ * decoded spec, so a server can tell a ReLU network from a tanh one. */
+static void test_wire_roundtrip_hello_activation(void **state)
+{
+	(void)state;
+	ps_msg m, out;
+	fill_hello(&m);
+	/* NUL-padded, as the decoder writes them. */
+	memset(m.u.hello.model.name, 0, sizeof m.u.hello.model.name);
+	memset(m.u.hello.model.activation, 0,
+	       sizeof m.u.hello.model.activation);
+	strcpy(m.u.hello.model.name, "mlp");
+	strcpy(m.u.hello.model.activation, "relu");
+	roundtrip(&m, &out);
+	assert_string_equal(out.u.hello.model.name, "mlp");
+	assert_string_equal(out.u.hello.model.hidden, "256,128");
+	assert_string_equal(out.u.hello.model.activation, "relu");
+	/* Decoding leaves nothing behind the terminator. */
+	assert_memory_equal(&out.u.hello.model, &m.u.hello.model,
+			    sizeof m.u.hello.model);
 }
 
 static void test_wire_roundtrip_hello_longest_strings(void **state)
@@ -193,9 +220,13 @@ static void test_wire_roundtrip_hello_longest_strings(void **state)
 	m.u.hello.model.name[PS_MODEL_NAME_MAX - 1] = '\0';
 	memset(m.u.hello.model.hidden, '9', PS_MODEL_HIDDEN_MAX - 1);
 	m.u.hello.model.hidden[PS_MODEL_HIDDEN_MAX - 1] = '\0';
+	memset(m.u.hello.model.activation, 'a', PS_MODEL_ACTIVATION_MAX - 1);
+	m.u.hello.model.activation[PS_MODEL_ACTIVATION_MAX - 1] = '\0';
 	roundtrip(&m, &out);
 	assert_string_equal(out.u.hello.model.name, m.u.hello.model.name);
 	assert_string_equal(out.u.hello.model.hidden, m.u.hello.model.hidden);
+	assert_string_equal(out.u.hello.model.activation,
+			    m.u.hello.model.activation);
 }
 
 static void test_wire_roundtrip_welcome(void **state)
@@ -448,11 +479,15 @@ static void test_wire_encode_largest_fits_head_max(void **state)
 	/* Unterminated strings are cut at the array size, not overread. */
 	memset(m.u.hello.model.name, 'a', sizeof m.u.hello.model.name);
 	memset(m.u.hello.model.hidden, 'b', sizeof m.u.hello.model.hidden);
+	memset(m.u.hello.model.activation, 'c',
+	       sizeof m.u.hello.model.activation);
 	assert_int_equal(ps_wire_encode(&m, buf, sizeof buf, &len), PS_OK);
 	assert_int_equal(ps_wire_decode(buf, len, &out, NULL), PS_OK);
 	assert_int_equal(strlen(out.u.hello.model.name), PS_MODEL_NAME_MAX - 1);
 	assert_int_equal(strlen(out.u.hello.model.hidden),
 			 PS_MODEL_HIDDEN_MAX - 1);
+	assert_int_equal(strlen(out.u.hello.model.activation),
+			 PS_MODEL_ACTIVATION_MAX - 1);
 
 	ps_msg_init(&m, PS_MSG_ERROR, UINT64_MAX, UINT32_MAX);
 	m.u.error.code = (enum ps_wire_errcode)INT32_MAX;
@@ -778,6 +813,42 @@ static void test_wire_decode_overlong_model_name(void **state)
 	expect_decode(buf, len, PS_EPROTO, "hidden");
 }
 
+/* An activation longer than the spec's array is refused like the other
+ * strings: the decoder never cuts a model description. */
+static void test_wire_decode_overlong_activation(void **state)
+{
+	(void)state;
+	uint8_t buf[PS_WIRE_HEAD_MAX];
+	char act[PS_MODEL_ACTIVATION_MAX + 1];
+	Ps__Envelope env = PS__ENVELOPE__INIT;
+	Ps__Hello hello = PS__HELLO__INIT;
+	Ps__ModelSpec spec = PS__MODEL_SPEC__INIT;
+	ps_msg out;
+	size_t len;
+
+	spec.name = (char *)"mlp";
+	spec.hidden = (char *)"8";
+	spec.activation = act;
+	spec.input_dim = 4;
+	spec.output_dim = 2;
+	hello.role = PS__ROLE__ROLE_WORKER;
+	hello.model = &spec;
+	env.protocol = PS_PROTOCOL_VERSION;
+	env.body_case = PS__ENVELOPE__BODY_HELLO;
+	env.hello = &hello;
+
+	memset(act, 'r', PS_MODEL_ACTIVATION_MAX - 1);
+	act[PS_MODEL_ACTIVATION_MAX - 1] = '\0';
+	len = pack_env(&env, buf, sizeof buf);
+	assert_int_equal(ps_wire_decode(buf, len, &out, NULL), PS_OK);
+	assert_string_equal(out.u.hello.model.activation, act);
+
+	memset(act, 'r', PS_MODEL_ACTIVATION_MAX);
+	act[PS_MODEL_ACTIVATION_MAX] = '\0';
+	len = pack_env(&env, buf, sizeof buf);
+	expect_decode(buf, len, PS_EPROTO, "activation");
+}
+
 /* An over-long error text is cut, not refused. */
 static void test_wire_decode_overlong_error_message_is_cut(void **state)
 {
@@ -1048,6 +1119,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_wire_roundtrip_hello),
 		cmocka_unit_test(test_wire_roundtrip_hello_longest_strings),
+		cmocka_unit_test(test_wire_roundtrip_hello_activation),
 		cmocka_unit_test(test_wire_roundtrip_welcome),
 		cmocka_unit_test(test_wire_roundtrip_pull),
 		cmocka_unit_test(test_wire_roundtrip_weights),
@@ -1075,6 +1147,7 @@ int main(void)
 		cmocka_unit_test(test_wire_decode_hello_bad_role),
 		cmocka_unit_test(test_wire_decode_hello_without_model),
 		cmocka_unit_test(test_wire_decode_overlong_model_name),
+		cmocka_unit_test(test_wire_decode_overlong_activation),
 		cmocka_unit_test(test_wire_decode_overlong_error_message_is_cut),
 		cmocka_unit_test(test_wire_decode_oversize_envelope),
 		cmocka_unit_test(test_wire_decode_clears_output),

@@ -23,15 +23,19 @@ static void on_signal(int sig)
 int main(int argc, char **argv)
 {
 	static const char *const roles[] = {"train", "eval", NULL};
-	static const char *const models[] = {"softmax", "linear", NULL};
+	static const char *const models[] = {"softmax", "linear", "mlp",
+					     "logistic", NULL};
+	static const char *const activations[] = {"relu", "tanh", NULL};
 	static const char *const levels[] = {"error", "warn", "info", "debug",
 					     NULL};
 	const char *endpoint = "tcp://127.0.0.1:5555";
 	const char *data = NULL, *result_out = NULL, *metrics_out = NULL;
+	const char *hidden = "256";
+	int activation = 0;
 	int role = 0, model = 0, level = 2, rank = 0, workers = 1;
 	int classes = 0, epochs = 1, batch = 64, inflight = 4;
 	uint64_t seed = 1;
-	double timeout = 30, progress = 2;
+	double timeout = 30, progress = 2, clip_norm = 0, clip_value = 0;
 	const ps_cli_opt opts[] = {
 		{"connect", PS_CLI_STRING, &endpoint, "ENDPOINT",
 		 "server endpoint (tcp://HOST:PORT or ipc://PATH)", 0, -1, NULL},
@@ -43,6 +47,12 @@ int main(int argc, char **argv)
 		 0, -1, NULL},
 		{"model", PS_CLI_CHOICE, &model, "NAME", "model to train", 0,
 		 -1, models},
+		{"hidden", PS_CLI_STRING, &hidden, "LIST",
+		 "mlp only: hidden layer widths, e.g. 256 or 256,128", 0, -1,
+		 NULL},
+		{"activation", PS_CLI_CHOICE, &activation, "NAME",
+		 "mlp only: activation of the hidden layers", 0, -1,
+		 activations},
 		{"classes", PS_CLI_INT, &classes, "K",
 		 "number of classes; 0 takes it from the data", 0, 1 << 20,
 		 NULL},
@@ -55,6 +65,12 @@ int main(int argc, char **argv)
 		 "passes over this worker's shard", 0, 1000000, NULL},
 		{"batch", PS_CLI_INT, &batch, "B", "minibatch size", 1,
 		 1 << 20, NULL},
+		{"clip-norm", PS_CLI_DOUBLE, &clip_norm, "C",
+		 "rescale each minibatch gradient to L2 norm at most C before the push; 0: off",
+		 0, 1e30, NULL},
+		{"clip-value", PS_CLI_DOUBLE, &clip_value, "V",
+		 "clamp each gradient element into [-V, V] before the push; 0: off",
+		 0, 1e30, NULL},
 		{"seed", PS_CLI_U64, &seed, "S",
 		 "seed of the weight initialization and the shuffling", 0,
 		 -1, NULL},
@@ -115,6 +131,8 @@ int main(int argc, char **argv)
 	cfg.endpoint = endpoint;
 	cfg.data = data;
 	cfg.model = models[model];
+	cfg.hidden = hidden;
+	cfg.activation = activations[activation];
 	cfg.classes = (uint32_t)classes;
 	cfg.rank = (uint32_t)rank;
 	cfg.num_workers = (uint32_t)workers;
@@ -124,6 +142,8 @@ int main(int argc, char **argv)
 	cfg.timeout = timeout;
 	cfg.max_inflight = inflight;
 	cfg.progress_every = progress;
+	cfg.clip_norm = clip_norm;
+	cfg.clip_value = clip_value;
 	cfg.result_out = result_out;
 	cfg.metrics_out = metrics_out;
 	cfg.stop = &stop_flag;

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "ps_client.h"
+#include "ps_clip.h"
 #include "ps_dataset.h"
 #include "ps_log.h"
 #include "ps_model.h"
@@ -30,7 +31,8 @@ static int make_spec(const ps_worker_config *cfg, const ps_dataset *d,
 	strcpy(spec->name, cfg->model);
 	spec->input_dim = (uint32_t)d->dim;
 	spec->init_seed = cfg->seed;
-	if (strcmp(cfg->model, "linear") == 0) {
+	if (strcmp(cfg->model, "linear") == 0 ||
+	    strcmp(cfg->model, "logistic") == 0) {
 		spec->output_dim = 1;
 	} else {
 		spec->output_dim = cfg->classes ? cfg->classes : d->classes;
@@ -38,6 +40,23 @@ static int make_spec(const ps_worker_config *cfg, const ps_dataset *d,
 			return ps_err_set(e, PS_EINVAL,
 					  "model %s needs class labels, but %s is a regression dataset",
 					  cfg->model, cfg->data);
+	}
+	if (strcmp(cfg->model, "logistic") == 0 && d->classes != 2)
+		return ps_err_set(e, PS_EINVAL,
+				  "model logistic needs labels 0 and 1, but %s has %u classes (keep two with %s@A,B)",
+				  cfg->data, (unsigned)d->classes, cfg->data);
+	/* Only the kinds with layers take these: the others must send "". */
+	if (strcmp(cfg->model, "mlp") == 0) {
+		if (strlen(cfg->hidden) >= sizeof spec->hidden)
+			return ps_err_set(e, PS_EINVAL,
+					  "--hidden '%.80s' longer than %zu characters",
+					  cfg->hidden, sizeof spec->hidden - 1);
+		if (strlen(cfg->activation) >= sizeof spec->activation)
+			return ps_err_set(e, PS_EINVAL,
+					  "--activation '%.80s' too long",
+					  cfg->activation);
+		strcpy(spec->hidden, cfg->hidden);
+		strcpy(spec->activation, cfg->activation);
 	}
 	return PS_OK;
 }
@@ -88,7 +107,7 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 	size_t begin, end, n, dim;
 	uint64_t version = 0, steps = 0, samples = 0;
 	double t0, last_report, loss_sum = 0;
-	uint64_t loss_n = 0;
+	uint64_t loss_n = 0, clipped_norm = 0, clipped_value = 0;
 	ps_rng rng;
 	int rc;
 
@@ -152,6 +171,14 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 					   ps_strerror(rc));
 				goto out;
 			}
+			if (cfg->clip_value > 0 &&
+			    ps_clip_value(g, welcome.num_params,
+					  cfg->clip_value) > 0)
+				clipped_value++;
+			if (cfg->clip_norm > 0 &&
+			    ps_clip_norm(g, welcome.num_params,
+					 cfg->clip_norm) > cfg->clip_norm)
+				clipped_norm++;
 			rc = ps_client_push(client, g, 0, welcome.num_params,
 					    version, (uint32_t)b, (float)loss,
 					    steps, e);
@@ -195,6 +222,10 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 			    st.acks ? (double)st.staleness_sum / (double)st.acks
 				    : 0.0,
 			    st.staleness_max, st.push_errors);
+		if (cfg->clip_norm > 0 || cfg->clip_value > 0)
+			ps_log_info("clipped %" PRIu64 " of %" PRIu64
+				    " gradients by norm, %" PRIu64 " by value",
+				    clipped_norm, steps, clipped_value);
 	}
 out:
 	free(w);

@@ -15,7 +15,9 @@
 typedef struct ps_worker_config {
 	const char *endpoint;   /* server to connect to */
 	const char *data;       /* dataset spec, see ps_dataset_open() */
-	const char *model;      /* "linear" or "softmax" */
+	const char *model;      /* "linear", "logistic", "softmax", "mlp" */
+	const char *hidden;     /* mlp: hidden layer widths, e.g. "256,128" */
+	const char *activation; /* mlp: "relu" or "tanh" */
 	uint32_t classes;       /* 0: from the data */
 	uint32_t rank;          /* trainer: shard index */
 	uint32_t num_workers;   /* trainer: shard count */
@@ -25,6 +27,8 @@ typedef struct ps_worker_config {
 	double timeout;         /* seconds to wait for the server */
 	int max_inflight;       /* unacknowledged pushes */
 	double progress_every;  /* seconds between progress lines */
+	double clip_norm;       /* > 0: clip each gradient to this L2 norm */
+	double clip_value;      /* > 0: clamp each gradient element */
 	const char *result_out; /* evaluator: final figures, JSON */
 	const char *metrics_out;/* evaluator: one JSON line per evaluation */
 	volatile int *stop;     /* set non-zero to stop early */
