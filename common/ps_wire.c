@@ -45,6 +45,8 @@ const char *ps_msg_kind_name(enum ps_msg_kind kind)
 		return "error";
 	case PS_MSG_BYE:
 		return "bye";
+	case PS_MSG_STOP:
+		return "stop";
 	case PS_MSG_NONE:
 		break;
 	}
@@ -63,6 +65,7 @@ int ps_wire_encode(const ps_msg *m, uint8_t *buf, size_t cap, size_t *len)
 	Ps__Ack ack = PS__ACK__INIT;
 	Ps__Error error = PS__ERROR__INIT;
 	Ps__Bye bye = PS__BYE__INIT;
+	Ps__Stop stop = PS__STOP__INIT;
 	/* protobuf-c wants char *, ps_msg is const: copy the strings. */
 	char name[PS_MODEL_NAME_MAX], hidden[PS_MODEL_HIDDEN_MAX];
 	char activation[PS_MODEL_ACTIVATION_MAX];
@@ -117,6 +120,8 @@ int ps_wire_encode(const ps_msg *m, uint8_t *buf, size_t cap, size_t *len)
 		weights.begin = m->u.weights.begin;
 		weights.end = m->u.weights.end;
 		weights.training_done = m->u.weights.training_done != 0;
+		weights.stop = m->u.weights.stop != 0;
+		weights.train_seconds = m->u.weights.train_seconds;
 		env.body_case = PS__ENVELOPE__BODY_WEIGHTS;
 		env.weights = &weights;
 		break;
@@ -135,6 +140,7 @@ int ps_wire_encode(const ps_msg *m, uint8_t *buf, size_t cap, size_t *len)
 		ack.version = m->u.ack.version;
 		ack.staleness = m->u.ack.staleness;
 		ack.seq = m->u.ack.seq;
+		ack.stop = m->u.ack.stop != 0;
 		env.body_case = PS__ENVELOPE__BODY_ACK;
 		env.ack = &ack;
 		break;
@@ -151,6 +157,16 @@ int ps_wire_encode(const ps_msg *m, uint8_t *buf, size_t cap, size_t *len)
 		bye.steps = m->u.bye.steps;
 		env.body_case = PS__ENVELOPE__BODY_BYE;
 		env.bye = &bye;
+		break;
+	case PS_MSG_STOP:
+		memcpy(message, m->u.stop.reason, sizeof message);
+		message[sizeof message - 1] = '\0';
+		stop.reason = message;
+		stop.best_version = m->u.stop.best_version;
+		stop.begin = m->u.stop.begin;
+		stop.end = m->u.stop.end;
+		env.body_case = PS__ENVELOPE__BODY_STOP;
+		env.stop = &stop;
 		break;
 	default:
 		return PS_EINVAL;
@@ -272,6 +288,8 @@ int ps_wire_decode(const uint8_t *buf, size_t len, ps_msg *out, ps_err *e)
 		out->u.weights.begin = env->weights->begin;
 		out->u.weights.end = env->weights->end;
 		out->u.weights.training_done = env->weights->training_done;
+		out->u.weights.stop = env->weights->stop;
+		out->u.weights.train_seconds = env->weights->train_seconds;
 		rc = check_range(env->weights->begin, env->weights->end,
 				 "weights", e);
 		break;
@@ -295,6 +313,7 @@ int ps_wire_decode(const uint8_t *buf, size_t len, ps_msg *out, ps_err *e)
 		out->u.ack.version = env->ack->version;
 		out->u.ack.staleness = env->ack->staleness;
 		out->u.ack.seq = env->ack->seq;
+		out->u.ack.stop = env->ack->stop;
 		break;
 	case PS__ENVELOPE__BODY_ERROR:
 		out->kind = PS_MSG_ERROR;
@@ -308,6 +327,15 @@ int ps_wire_decode(const uint8_t *buf, size_t len, ps_msg *out, ps_err *e)
 		out->kind = PS_MSG_BYE;
 		out->u.bye.samples = env->bye->samples;
 		out->u.bye.steps = env->bye->steps;
+		break;
+	case PS__ENVELOPE__BODY_STOP:
+		out->kind = PS_MSG_STOP;
+		snprintf(out->u.stop.reason, sizeof out->u.stop.reason, "%s",
+			 env->stop->reason ? env->stop->reason : "");
+		out->u.stop.best_version = env->stop->best_version;
+		out->u.stop.begin = env->stop->begin;
+		out->u.stop.end = env->stop->end;
+		rc = check_range(env->stop->begin, env->stop->end, "stop", e);
 		break;
 	default:
 		rc = ps_err_set(e, PS_EPROTO, "envelope without a known body");
@@ -331,6 +359,12 @@ int ps_wire_check_tensor(const ps_msg *m, size_t tensor_bytes, ps_err *e)
 	case PS_MSG_WEIGHTS:
 		begin = m->u.weights.begin;
 		end = m->u.weights.end;
+		break;
+	case PS_MSG_STOP:
+		if (tensor_bytes == 0)
+			return PS_OK;
+		begin = m->u.stop.begin;
+		end = m->u.stop.end;
 		break;
 	default:
 		if (tensor_bytes != 0)

@@ -33,6 +33,7 @@ enum ps_msg_kind {
 	PS_MSG_ACK = 15,
 	PS_MSG_ERROR = 16,
 	PS_MSG_BYE = 17,
+	PS_MSG_STOP = 21,
 };
 
 enum ps_role {
@@ -73,6 +74,8 @@ typedef struct ps_msg_pull {
 typedef struct ps_msg_weights {
 	uint64_t version, begin, end;
 	int training_done;
+	int stop;
+	double train_seconds;
 } ps_msg_weights;
 
 typedef struct ps_msg_push {
@@ -84,6 +87,7 @@ typedef struct ps_msg_push {
 
 typedef struct ps_msg_ack {
 	uint64_t version, staleness, seq;
+	int stop;
 } ps_msg_ack;
 
 typedef struct ps_msg_error {
@@ -94,6 +98,13 @@ typedef struct ps_msg_error {
 typedef struct ps_msg_bye {
 	uint64_t samples, steps;
 } ps_msg_bye;
+
+/* An evaluator's request to stop training early; when it carries a tensor
+ * (end > begin), those weights replace the server's. */
+typedef struct ps_msg_stop {
+	char reason[PS_WIRE_ERRMSG_MAX];
+	uint64_t best_version, begin, end;
+} ps_msg_stop;
 
 /* One protocol message, without its tensor. Plain value record. */
 typedef struct ps_msg {
@@ -110,6 +121,7 @@ typedef struct ps_msg {
 		ps_msg_ack ack;
 		ps_msg_error error;
 		ps_msg_bye bye;
+		ps_msg_stop stop;
 	} u;
 } ps_msg;
 
@@ -136,7 +148,8 @@ int ps_wire_decode(const uint8_t *buf, size_t len, ps_msg *out,
 		   ps_err *e) PS_WUR;
 
 /* Check that a message's tensor frame fits it: push and weights need
- * exactly (end - begin) float32 values; every other kind needs none.
+ * exactly (end - begin) float32 values, stop either none or exactly
+ * (end - begin); every other kind needs none.
  * Errors: PS_EPROTO with e->msg giving both lengths. */
 int ps_wire_check_tensor(const ps_msg *m, size_t tensor_bytes,
 			 ps_err *e) PS_WUR;

@@ -45,6 +45,7 @@ int main(int argc, char **argv)
 {
 	const char *listen = "tcp://127.0.0.1:5555";
 	const char *endpoint_file = NULL, *model_out = NULL, *stats_out = NULL;
+	int check = 0;
 	int workers = 1, optimizer = 0, level = 2;
 	double lr = 0.1, idle_timeout = 120, eval_grace = 30;
 	double decay_steps = 1000, gamma = 0.5, warmup = 0;
@@ -120,6 +121,9 @@ int main(int argc, char **argv)
 		{"max-message-mb", PS_CLI_DOUBLE, &max_message_mb, "MB",
 		 "largest frame accepted (envelope or tensor); a peer sending a larger one is disconnected",
 		 0.001, 1e6, NULL},
+		{"check", PS_CLI_FLAG, &check, NULL,
+		 "check the options, then exit without listening", 0, -1,
+		 NULL},
 		{"log-level", PS_CLI_CHOICE, &level, "LEVEL", "log verbosity",
 		 0, -1, levels},
 		{NULL, 0, NULL, NULL, NULL, 0, 0, NULL},
@@ -178,6 +182,12 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	ps_optim_destroy(&optim_check);
+	if (check) {
+		printf("ok: optimizer %s\n",
+		       ps_optim_describe(&cfg.optim, optim_desc,
+					 sizeof optim_desc));
+		return 0;
+	}
 	cfg.idle_timeout = idle_timeout;
 	cfg.eval_grace = eval_grace;
 
@@ -221,7 +231,7 @@ int main(int argc, char **argv)
 		ps_server_get_stats(s, &st);
 		if (ps_server_weights(s, &w, &n, &spec) != PS_OK) {
 			ps_log_warn("no worker ever said hello: no model to write");
-		} else if (ps_modelfile_write(model_out, spec, st.version, w, n,
+		} else if (ps_modelfile_write(model_out, spec, st.model_version, w, n,
 					      &e) != PS_OK) {
 			ps_log_error("%s", e.msg);
 			status = 1;

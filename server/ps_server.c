@@ -336,6 +336,10 @@ static int handle_pull(ps_server *s, const ps_frame *f, const ps_msg *in,
 	m.u.weights.begin = p->begin;
 	m.u.weights.end = p->end;
 	m.u.weights.training_done = ps_server_training_done(s);
+	m.u.weights.stop = s->st.stopped;
+	if (s->t_first_hello > 0)
+		m.u.weights.train_seconds =
+			(s->t_done > 0 ? s->t_done : ps_now()) - s->t_first_hello;
 	reply(s, &f->from, &m, s->w + p->begin,
 	      (size_t)(p->end - p->begin) * sizeof(float));
 	return PS_OK;
@@ -364,6 +368,16 @@ static int handle_push(ps_server *s, const ps_frame *f, const ps_msg *in,
 
 	if (rc != PS_OK)
 		return rc;
+	if (s->st.stopped) {
+		/* Not a fault of the worker: it learns of the stop here. */
+		s->st.pushes_after_stop++;
+		ps_msg_init(&m, PS_MSG_ERROR, in->request_id, in->worker_id);
+		m.u.error.code = PS_WIRE_ERR_SHUTTING_DOWN;
+		snprintf(m.u.error.message, sizeof m.u.error.message, "%.200s",
+			 s->st.stop_reason);
+		reply(s, &f->from, &m, NULL, 0);
+		return PS_ESHUTDOWN;
+	}
 	if (p->base_version > s->st.version) {
 		snprintf(why, sizeof why,
 			 "push: base version %" PRIu64
@@ -399,6 +413,7 @@ static int handle_push(ps_server *s, const ps_frame *f, const ps_msg *in,
 	ps_optim_apply_range(s->optim, s->w + p->begin, g, (size_t)p->begin,
 			     count, s->st.version);
 	s->st.version++;
+	s->st.model_version = s->st.version;
 	s->st.samples += p->batch_size;
 	s->st.staleness_sum += (double)tau;
 	if (tau > s->st.staleness_max)
@@ -411,6 +426,7 @@ static int handle_push(ps_server *s, const ps_frame *f, const ps_msg *in,
 	m.u.ack.version = s->st.version;
 	m.u.ack.staleness = tau;
 	m.u.ack.seq = p->seq;
+	m.u.ack.stop = s->st.stopped;
 	reply(s, &f->from, &m, NULL, 0);
 	return PS_OK;
 }
@@ -438,6 +454,60 @@ static int handle_bye(ps_server *s, const ps_frame *f, const ps_msg *in,
 		}
 	}
 	ps_msg_init(&m, PS_MSG_BYE, in->request_id, in->worker_id);
+	reply(s, &f->from, &m, NULL, 0);
+	return PS_OK;
+}
+
+/* An evaluator asks to stop training, possibly handing back the best
+ * weights it saw. From then on pushes are refused with SHUTTING_DOWN and
+ * every reply tells trainers to stop. */
+static int handle_stop(ps_server *s, const ps_frame *f, const ps_msg *in)
+{
+	const ps_msg_stop *p = &in->u.stop;
+	size_t count = (size_t)(p->end - p->begin), bad = 0;
+	char why[160];
+	ps_msg m;
+	int rc;
+
+	if (in->worker_id < EVAL_ID_BASE)
+		return reject(s, f, in->request_id, PS_EPROTO,
+			      PS_WIRE_ERR_MALFORMED,
+			      "stop: only an evaluator may stop training");
+	if (f->tensor_len > 0) {
+		rc = check_range(s, f, in, p->begin, p->end);
+		if (rc != PS_OK)
+			return rc;
+		if (p->best_version > s->st.version) {
+			snprintf(why, sizeof why,
+				 "stop: best version %" PRIu64
+				 " is ahead of the server's %" PRIu64,
+				 p->best_version, s->st.version);
+			return reject(s, f, in->request_id, PS_EPROTO,
+				      PS_WIRE_ERR_MALFORMED, why);
+		}
+		if (ps_wire_check_finite(f->tensor, count, &bad) != PS_OK)
+			return reject(s, f, in->request_id, PS_ENONFINITE,
+				      PS_WIRE_ERR_NONFINITE,
+				      "stop: best weights are not finite");
+	}
+	if (!s->st.stopped) {
+		s->st.stopped = 1;
+		snprintf(s->st.stop_reason, sizeof s->st.stop_reason, "%s",
+			 p->reason[0] ? p->reason : "stopped by an evaluator");
+		if (f->tensor_len > 0) {
+			memcpy(s->w + p->begin, f->tensor, f->tensor_len);
+			s->st.weights_restored = 1;
+			s->st.model_version = p->best_version;
+		}
+		ps_log_info("early stop at version %" PRIu64 ": %s%s",
+			    s->st.version, s->st.stop_reason,
+			    s->st.weights_restored
+				    ? "; keeping the best weights"
+				    : "");
+	}
+	ps_msg_init(&m, PS_MSG_ACK, in->request_id, in->worker_id);
+	m.u.ack.version = s->st.version;
+	m.u.ack.stop = 1;
 	reply(s, &f->from, &m, NULL, 0);
 	return PS_OK;
 }
@@ -477,6 +547,8 @@ int ps_server_handle(ps_server *s, const ps_frame *f)
 		return handle_push(s, f, &in, slot);
 	case PS_MSG_BYE:
 		return handle_bye(s, f, &in, slot);
+	case PS_MSG_STOP:
+		return handle_stop(s, f, &in);
 	default: {
 		char why[64];
 		snprintf(why, sizeof why, "a server does not accept %s",
@@ -554,6 +626,25 @@ int ps_server_weights(const ps_server *s, const float **w, uint64_t *n,
 	return PS_OK;
 }
 
+/* A JSON string (or null), escaping what JSON requires. */
+static void json_string(FILE *f, const char *str)
+{
+	if (!str) {
+		fputs("null", f);
+		return;
+	}
+	fputc('"', f);
+	for (const unsigned char *c = (const unsigned char *)str; *c; c++) {
+		if (*c == '"' || *c == '\\')
+			fprintf(f, "\\%c", *c);
+		else if (*c < 0x20)
+			fprintf(f, "\\u%04x", *c);
+		else
+			fputc(*c, f);
+	}
+	fputc('"', f);
+}
+
 void ps_server_write_stats_json(const ps_server *s, FILE *f)
 {
 	ps_server_stats st;
@@ -588,6 +679,13 @@ void ps_server_write_stats_json(const ps_server *s, FILE *f)
 		st.rejects_total, r->malformed, r->version, r->unknown_worker,
 		r->bad_length, r->nonfinite, r->model_mismatch, r->bad_rank,
 		r->send_failed);
+	fprintf(f, "  \"stopped_early\": %s,\n  \"stop_reason\": ",
+		st.stopped ? "true" : "false");
+	json_string(f, st.stopped ? st.stop_reason : NULL);
+	fprintf(f, ",\n  \"weights_restored\": %s,\n  \"model_version\": %" PRIu64
+		   ",\n  \"pushes_after_stop\": %" PRIu64 ",\n",
+		st.weights_restored ? "true" : "false", st.model_version,
+		st.pushes_after_stop);
 	fprintf(f, "  \"per_worker\": [");
 	for (uint32_t i = 0; i < s->cfg.num_workers; i++)
 		fprintf(f, "%s{\"rank\": %u, \"pushes\": %" PRIu64

@@ -52,6 +52,12 @@ typedef struct ps_server_stats {
 	double train_seconds;   /* first hello to last worker bye */
 	ps_server_rejects rejects;
 	uint64_t rejects_total;
+	/* Early stop requested by an evaluator. */
+	int stopped;
+	int weights_restored;      /* the evaluator's best weights replaced ours */
+	uint64_t model_version;    /* version of the weights held now */
+	uint64_t pushes_after_stop; /* refused with ERROR_SHUTTING_DOWN */
+	char stop_reason[256];
 } ps_server_stats;
 
 typedef struct ps_server ps_server;

@@ -36,6 +36,11 @@ int main(int argc, char **argv)
 	int classes = 0, epochs = 1, batch = 64, inflight = 4;
 	uint64_t seed = 1;
 	double timeout = 30, progress = 2, clip_norm = 0, clip_value = 0;
+	double val_fraction = 0;
+	const char *val_data = NULL;
+	int patience = 0;
+	int check = 0;
+	uint64_t crash_after = 0;
 	const ps_cli_opt opts[] = {
 		{"connect", PS_CLI_STRING, &endpoint, "ENDPOINT",
 		 "server endpoint (tcp://HOST:PORT or ipc://PATH)", 0, -1, NULL},
@@ -83,12 +88,29 @@ int main(int argc, char **argv)
 		{"progress-every", PS_CLI_DOUBLE, &progress, "SECONDS",
 		 "seconds between progress lines (evaluator: between evaluations)",
 		 0.01, 1e6, NULL},
+		{"val-fraction", PS_CLI_DOUBLE, &val_fraction, "F",
+		 "hold out the last fraction F of the training data for validation "
+		 "(trainers skip it; give trainers and evaluator the same F)",
+		 0, 0.9, NULL},
+		{"val-data", PS_CLI_STRING, &val_data, "SPEC",
+		 "evaluator: the training data, whose held-out rows it measures",
+		 0, -1, NULL},
+		{"patience", PS_CLI_INT, &patience, "P",
+		 "evaluator: stop training once the validation loss has not improved "
+		 "for P evaluations, keeping the best weights; 0: never",
+		 0, 1000000, NULL},
 		{"result-out", PS_CLI_STRING, &result_out, "PATH",
 		 "evaluator: write the final test loss and accuracy here (JSON)",
 		 0, -1, NULL},
 		{"metrics-out", PS_CLI_STRING, &metrics_out, "PATH",
 		 "evaluator: append one JSON line per evaluation here", 0, -1,
 		 NULL},
+		{"crash-after", PS_CLI_U64, &crash_after, "STEPS",
+		 "testing aid: exit abruptly (status 3, no bye) after STEPS steps; 0: never",
+		 0, -1, NULL},
+		{"check", PS_CLI_FLAG, &check, NULL,
+		 "check the options, the data and the model, then exit (no server needed)",
+		 0, -1, NULL},
 		{"log-level", PS_CLI_CHOICE, &level, "LEVEL", "log verbosity",
 		 0, -1, levels},
 		{NULL, 0, NULL, NULL, NULL, 0, 0, NULL},
@@ -111,6 +133,12 @@ int main(int argc, char **argv)
 		rc = ps_err_set(&e, PS_EINVAL,
 				"--rank %d must be below --workers %d", rank,
 				workers);
+	if (rc == PS_OK && role == 1 && (val_data != NULL) != (val_fraction > 0))
+		rc = ps_err_set(&e, PS_EINVAL,
+				"--val-data and --val-fraction go together");
+	if (rc == PS_OK && patience > 0 && !val_data)
+		rc = ps_err_set(&e, PS_EINVAL,
+				"--patience needs --val-data and --val-fraction");
 	if (rc != PS_OK) {
 		fprintf(stderr, "ps-worker: %s\n", e.msg);
 		return 2;
@@ -142,13 +170,27 @@ int main(int argc, char **argv)
 	cfg.timeout = timeout;
 	cfg.max_inflight = inflight;
 	cfg.progress_every = progress;
+	cfg.val_fraction = val_fraction;
+	cfg.val_data = val_data;
+	cfg.patience = (uint32_t)patience;
+	cfg.crash_after = crash_after;
 	cfg.clip_norm = clip_norm;
 	cfg.clip_value = clip_value;
 	cfg.result_out = result_out;
 	cfg.metrics_out = metrics_out;
 	cfg.stop = &stop_flag;
 
-	rc = role == 0 ? ps_worker_train(&cfg, &e) : ps_worker_evaluate(&cfg, &e);
+	if (check)
+		rc = ps_worker_check(&cfg, &e);
+	else if (role == 0)
+		rc = ps_worker_train(&cfg, &e);
+	else
+		rc = ps_worker_evaluate(&cfg, &e);
+	if (rc != PS_OK && check) {
+		/* A check that fails is an option problem. */
+		fprintf(stderr, "ps-worker: %s\n", e.msg);
+		return 2;
+	}
 	if (rc != PS_OK) {
 		ps_log_error("%s", e.msg);
 		return 1;

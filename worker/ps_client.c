@@ -7,6 +7,7 @@
 #include "ps_client.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,12 +75,21 @@ static void take_ack(ps_client *c, const ps_msg *m)
 	if (c->inflight > 0)
 		c->inflight--;
 	if (m->kind == PS_MSG_ACK) {
+		if (m->u.ack.stop)
+			c->st.stop = 1;
 		c->st.acks++;
 		c->st.staleness_sum += m->u.ack.staleness;
 		if (m->u.ack.staleness > c->st.staleness_max)
 			c->st.staleness_max = m->u.ack.staleness;
 		if (m->u.ack.version > c->st.last_version)
 			c->st.last_version = m->u.ack.version;
+	} else if (m->u.error.code == PS_WIRE_ERR_SHUTTING_DOWN) {
+		/* Not an error of ours: training was stopped early. */
+		c->st.refused_after_stop++;
+		if (!c->st.stop)
+			snprintf(c->st.stop_reason, sizeof c->st.stop_reason,
+				 "%s", m->u.error.message);
+		c->st.stop = 1;
 	} else {
 		c->st.push_errors++;
 		/* Log the first and then every 100th: a diverging run would
@@ -208,6 +218,9 @@ int ps_client_pull(ps_client *c, float *w, uint64_t begin, uint64_t end,
 				  ps_msg_kind_name(r.kind));
 	c->st.pulls++;
 	c->st.last_version = r.u.weights.version;
+	if (r.u.weights.stop)
+		c->st.stop = 1;
+	c->st.train_seconds = r.u.weights.train_seconds;
 	if (version)
 		*version = r.u.weights.version;
 	if (training_done)
@@ -264,6 +277,34 @@ int ps_client_bye(ps_client *c, uint64_t samples, uint64_t steps, ps_err *e)
 	rc = send_msg(c, &m, NULL, 0, e);
 	if (rc == PS_OK)
 		rc = wait_reply(c, m.request_id, 0, &r, NULL, 0, e);
+	return rc;
+}
+
+int ps_client_stopped(const ps_client *c)
+{
+	return c->st.stop;
+}
+
+int ps_client_stop(ps_client *c, const char *reason, const float *best,
+		   uint64_t begin, uint64_t end, uint64_t best_version,
+		   ps_err *e)
+{
+	ps_msg m, r;
+	int rc;
+
+	ps_msg_init(&m, PS_MSG_STOP, c->next_id++, c->worker_id);
+	snprintf(m.u.stop.reason, sizeof m.u.stop.reason, "%s", reason);
+	m.u.stop.best_version = best_version;
+	if (best) {
+		m.u.stop.begin = begin;
+		m.u.stop.end = end;
+	}
+	rc = send_msg(c, &m, best,
+		      best ? (size_t)(end - begin) * sizeof(float) : 0, e);
+	if (rc == PS_OK)
+		rc = wait_reply(c, m.request_id, 0, &r, NULL, 0, e);
+	if (rc == PS_OK)
+		c->st.stop = 1;
 	return rc;
 }
 

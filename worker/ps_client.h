@@ -21,6 +21,10 @@ typedef struct ps_client_stats {
 	uint64_t staleness_sum;   /* over acknowledged pushes */
 	uint64_t staleness_max;
 	uint64_t last_version;    /* newest version the server reported */
+	uint64_t refused_after_stop; /* pushes that arrived after a stop */
+	double train_seconds;     /* server's training clock at the last pull */
+	int stop;                 /* the server asked trainers to stop */
+	char stop_reason[256];
 } ps_client_stats;
 
 /* Connect to the server at endpoint. timeout: seconds to wait for any
@@ -42,7 +46,8 @@ int ps_client_hello(ps_client *c, enum ps_role role, uint32_t rank,
 		    ps_err *e) PS_WUR;
 
 /* Fetch weights [begin, end) into w[end - begin]; *version and
- * *training_done (may be NULL) come from the reply. Errors as hello. */
+ * *training_done (may be NULL) come from the reply, and so does the stop
+ * flag (ps_client_stopped()). Errors as hello. */
 int ps_client_pull(ps_client *c, float *w, uint64_t begin, uint64_t end,
 		   uint64_t clock, uint64_t *version, int *training_done,
 		   ps_err *e) PS_WUR;
@@ -57,6 +62,16 @@ int ps_client_push(ps_client *c, const float *g, uint64_t begin,
 
 /* Wait until every push is acknowledged. Errors: PS_ETIMEDOUT, PS_EINTR. */
 int ps_client_flush(ps_client *c, ps_err *e) PS_WUR;
+
+/* 1 once any reply has said the server stopped training early. */
+int ps_client_stopped(const ps_client *c);
+
+/* Evaluators: ask the server to stop training early with a reason; when
+ * best is not NULL, best[end - begin] (weights of best_version) replace
+ * the server's. Errors as hello. */
+int ps_client_stop(ps_client *c, const char *reason, const float *best,
+		   uint64_t begin, uint64_t end, uint64_t best_version,
+		   ps_err *e) PS_WUR;
 
 /* Flush, say goodbye and wait for the server's answer. */
 int ps_client_bye(ps_client *c, uint64_t samples, uint64_t steps,

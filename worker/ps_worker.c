@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ps_client.h"
 #include "ps_clip.h"
@@ -61,6 +62,12 @@ static int make_spec(const ps_worker_config *cfg, const ps_dataset *d,
 	return PS_OK;
 }
 
+/* Rows at the end of the training data kept for validation. */
+static size_t held_out(size_t n, double fraction)
+{
+	return fraction > 0 ? (size_t)((double)n * fraction) : 0;
+}
+
 /* Load data and model and say hello. */
 static int setup(const ps_worker_config *cfg, enum ps_role role,
 		 ps_dataset **data, ps_model **model, ps_client **client,
@@ -96,6 +103,39 @@ static int setup(const ps_worker_config *cfg, enum ps_role role,
 	return rc;
 }
 
+int ps_worker_check(const ps_worker_config *cfg, ps_err *e)
+{
+	ps_dataset *data = NULL, *val = NULL;
+	ps_model *model = NULL;
+	ps_model_spec spec;
+	int rc = ps_dataset_open(&data, cfg->data, e);
+
+	if (rc == PS_OK)
+		rc = make_spec(cfg, data, &spec, e);
+	if (rc == PS_OK)
+		rc = ps_model_new(&model, &spec, e);
+	if (rc == PS_OK && cfg->val_data) {
+		rc = ps_dataset_open(&val, cfg->val_data, e);
+		if (rc == PS_OK && val->dim != data->dim)
+			rc = ps_err_set(e, PS_EINVAL,
+					"%s has %zu features per row, %s has %zu",
+					cfg->val_data, val->dim, cfg->data,
+					data->dim);
+	}
+	if (rc == PS_OK && cfg->val_fraction > 0 &&
+	    held_out(cfg->val_data ? val->n : data->n, cfg->val_fraction) == 0)
+		rc = ps_err_set(e, PS_EINVAL,
+				"--val-fraction %g holds out no row", cfg->val_fraction);
+	if (rc == PS_OK)
+		printf("ok: %s: %zu rows of %zu features; model %s, %zu parameters\n",
+		       cfg->data, data->n, data->dim, spec.name,
+		       ps_model_num_params(model));
+	ps_model_destroy(&model);
+	ps_dataset_destroy(&val);
+	ps_dataset_destroy(&data);
+	return rc;
+}
+
 int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 {
 	ps_dataset *all = NULL, *shard = NULL;
@@ -114,8 +154,8 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 	rc = setup(cfg, PS_ROLE_WORKER, &all, &model, &client, &welcome, e);
 	if (rc != PS_OK)
 		goto out;
-	ps_dataset_shard_range(all->n, cfg->rank, cfg->num_workers, &begin,
-			       &end);
+	ps_dataset_shard_range(all->n - held_out(all->n, cfg->val_fraction),
+			       cfg->rank, cfg->num_workers, &begin, &end);
 	rc = ps_dataset_slice(&shard, all, begin, end);
 	if (rc != PS_OK) {
 		ps_err_set(e, rc, "cannot cut shard %u of %u", cfg->rank,
@@ -191,6 +231,13 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 				goto out;
 			steps++;
 			samples += b;
+			if (cfg->crash_after && steps >= cfg->crash_after) {
+				ps_log_error("crashing on purpose after %" PRIu64
+					     " steps (--crash-after)", steps);
+				_exit(3);
+			}
+			if (ps_client_stopped(client))
+				goto stopped;
 			if (isfinite(loss)) {
 				loss_sum += loss;
 				loss_n++;
@@ -208,6 +255,10 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 			}
 		}
 	}
+stopped:
+	if (ps_client_stopped(client))
+		ps_log_info("the server stopped training early after %" PRIu64
+			    " of my steps", steps);
 	rc = ps_client_bye(client, samples, steps, e);
 	if (rc == PS_OK) {
 		ps_client_stats st;
@@ -256,26 +307,131 @@ static void json_number(FILE *f, const char *key, double v, const char *sep)
 		fprintf(f, "\"%s\": null%s", key, sep);
 }
 
+/* The evaluator's early-stopping watch over the validation loss. */
+typedef struct val_watch {
+	ps_dataset *all, *rows; /* the training data and its held-out tail */
+	float *best_w;
+	double best_loss;
+	uint64_t best_version;
+	uint32_t since_best;    /* evaluations without improvement */
+	int asked_stop;
+} val_watch;
+
+static int val_open(val_watch *v, const ps_worker_config *cfg, size_t n,
+		    ps_err *e)
+{
+	size_t hold;
+	int rc = ps_dataset_open(&v->all, cfg->val_data, e);
+
+	if (rc != PS_OK)
+		return rc;
+	hold = held_out(v->all->n, cfg->val_fraction);
+	if (hold == 0)
+		return ps_err_set(e, PS_EINVAL,
+				  "--val-fraction %g of %zu rows holds out nothing",
+				  cfg->val_fraction, v->all->n);
+	rc = ps_dataset_slice(&v->rows, v->all, v->all->n - hold, v->all->n);
+	if (rc != PS_OK)
+		return ps_err_set(e, rc, "cannot cut the validation rows");
+	v->best_w = malloc(n * sizeof *v->best_w);
+	if (!v->best_w)
+		return ps_err_set(e, PS_ENOMEM, "out of memory");
+	v->best_loss = INFINITY;
+	ps_log_info("validation: the last %zu rows of %s", hold, cfg->val_data);
+	return PS_OK;
+}
+
+static void val_close(val_watch *v)
+{
+	free(v->best_w);
+	ps_dataset_destroy(&v->rows);
+	ps_dataset_destroy(&v->all);
+}
+
+/* Note one validation loss; ask the server to stop once it has not
+ * improved for `patience` evaluations. A NaN loss never improves. */
+static int val_check(val_watch *v, const ps_worker_config *cfg,
+		     ps_client *client, const float *w, uint64_t n,
+		     uint64_t version, double loss, ps_err *e)
+{
+	char reason[200];
+
+	if (loss < v->best_loss) {
+		v->best_loss = loss;
+		v->best_version = version;
+		v->since_best = 0;
+		memcpy(v->best_w, w, n * sizeof *w);
+		return PS_OK;
+	}
+	v->since_best++;
+	if (cfg->patience == 0 || v->asked_stop ||
+	    v->since_best < cfg->patience)
+		return PS_OK;
+	v->asked_stop = 1;
+	if (isfinite(v->best_loss))
+		snprintf(reason, sizeof reason,
+			 "validation loss has not improved for %u evaluations "
+			 "(best %.4f at version %" PRIu64 ")",
+			 cfg->patience, v->best_loss, v->best_version);
+	else
+		snprintf(reason, sizeof reason,
+			 "validation loss has not been finite for %u evaluations",
+			 cfg->patience);
+	ps_log_info("early stop: %s", reason);
+	return ps_client_stop(client, reason,
+			      isfinite(v->best_loss) ? v->best_w : NULL, 0, n,
+			      v->best_version, e);
+}
+
+static int write_result(const char *path, uint64_t version,
+			const ps_model_eval *ev, const val_watch *v, ps_err *e)
+{
+	FILE *f = fopen(path, "w");
+	if (!f)
+		return ps_err_set(e, PS_EIO, "cannot write %s", path);
+	fprintf(f, "{\"updates\": %" PRIu64 ", \"test_samples\": %zu, ",
+		version, ev->n);
+	json_number(f, "test_loss", ev->loss, ", ");
+	json_number(f, "test_accuracy", ev->accuracy, "");
+	if (v->rows) {
+		fprintf(f, ", ");
+		json_number(f, "best_val_loss", v->best_loss, ", ");
+		fprintf(f, "\"best_val_version\": %" PRIu64 ", \"early_stop\": %s",
+			v->best_version, v->asked_stop ? "true" : "false");
+	}
+	fprintf(f, "}\n");
+	if (fclose(f) != 0)
+		return ps_err_set(e, PS_EIO, "cannot write %s", path);
+	return PS_OK;
+}
+
 int ps_worker_evaluate(const ps_worker_config *cfg, ps_err *e)
 {
 	ps_dataset *data = NULL;
 	ps_model *model = NULL;
 	ps_client *client = NULL;
 	ps_msg_welcome welcome;
+	val_watch val = {0};
 	FILE *metrics = NULL;
 	float *w = NULL;
 	double t0, prev_t = 0;
-	uint64_t prev_version = 0;
+	uint64_t prev_version = 0, n;
 	int rc, done = 0;
 
 	rc = setup(cfg, PS_ROLE_EVALUATOR, &data, &model, &client, &welcome,
 		   e);
 	if (rc != PS_OK)
 		goto out;
-	w = malloc(welcome.num_params * sizeof *w);
+	n = welcome.num_params;
+	w = malloc(n * sizeof *w);
 	if (!w) {
 		rc = ps_err_set(e, PS_ENOMEM, "out of memory");
 		goto out;
+	}
+	if (cfg->val_data) {
+		rc = val_open(&val, cfg, n, e);
+		if (rc != PS_OK)
+			goto out;
 	}
 	if (cfg->metrics_out) {
 		metrics = fopen(cfg->metrics_out, "w");
@@ -287,56 +443,61 @@ int ps_worker_evaluate(const ps_worker_config *cfg, ps_err *e)
 	}
 	t0 = ps_now();
 	while (!done) {
-		ps_model_eval ev;
+		ps_model_eval ev, vev = {0};
+		ps_client_stats st;
 		uint64_t version;
 		double now, rate;
 		double next = ps_now() + cfg->progress_every;
 
-		rc = ps_client_pull(client, w, 0, welcome.num_params, 0,
-				    &version, &done, e);
+		rc = ps_client_pull(client, w, 0, n, 0, &version, &done, e);
 		if (rc != PS_OK)
 			goto out;
+		ps_client_get_stats(client, &st);
 		rc = ps_model_evaluate(model, w, data, &ev);
+		if (rc == PS_OK && val.rows && !done)
+			rc = ps_model_evaluate(model, w, val.rows, &vev);
 		if (rc != PS_OK) {
 			ps_err_set(e, rc, "evaluation failed: %s",
 				   ps_strerror(rc));
 			goto out;
 		}
 		now = ps_now() - t0;
-		rate = now > prev_t ? (double)(version - prev_version) /
-					      (now - prev_t)
-				    : 0;
+		/* The first line has nothing to compare with. */
+		rate = prev_t > 0 && now > prev_t
+			       ? (double)(version - prev_version) / (now - prev_t)
+			       : 0;
 		prev_t = now;
 		prev_version = version;
 		printf("[%6.1fs] updates %8" PRIu64 "  %7.0f upd/s  test_loss %.4f",
 		       now, version, rate, ev.loss);
 		if (isfinite(ev.accuracy))
 			printf("  test_acc %.4f", ev.accuracy);
-		printf("%s\n", done ? "  (final)" : "");
+		if (val.rows && !done)
+			printf("  val_loss %.4f", vev.loss);
+		printf("%s\n", done ? (st.stop ? "  (final: stopped early, best weights)"
+						 : "  (final)")
+				     : "");
 		fflush(stdout);
 		if (metrics) {
-			fprintf(metrics, "{\"time\": %.3f, \"updates\": %" PRIu64 ", ",
-				now, version);
+			fprintf(metrics,
+				"{\"time\": %.3f, \"train_seconds\": %.3f, \"updates\": %" PRIu64 ", ",
+				now, st.train_seconds, version);
+			if (val.rows && !done)
+				json_number(metrics, "val_loss", vev.loss, ", ");
 			json_number(metrics, "test_loss", ev.loss, ", ");
 			json_number(metrics, "test_accuracy", ev.accuracy, "}\n");
 			fflush(metrics);
 		}
 		if (done && cfg->result_out) {
-			FILE *f = fopen(cfg->result_out, "w");
-			if (!f) {
-				rc = ps_err_set(e, PS_EIO, "cannot write %s",
-						cfg->result_out);
+			rc = write_result(cfg->result_out, version, &ev, &val, e);
+			if (rc != PS_OK)
 				goto out;
-			}
-			fprintf(f, "{\"updates\": %" PRIu64 ", \"test_samples\": %zu, ",
-				version, ev.n);
-			json_number(f, "test_loss", ev.loss, ", ");
-			json_number(f, "test_accuracy", ev.accuracy, "}\n");
-			if (fclose(f) != 0) {
-				rc = ps_err_set(e, PS_EIO, "cannot write %s",
-						cfg->result_out);
+		}
+		if (val.rows && !done) {
+			rc = val_check(&val, cfg, client, w, n, version,
+				       vev.loss, e);
+			if (rc != PS_OK)
 				goto out;
-			}
 		}
 		while (!done && ps_now() < next) {
 			if (cfg->stop && *cfg->stop) {
@@ -351,6 +512,7 @@ out:
 	if (metrics)
 		fclose(metrics);
 	free(w);
+	val_close(&val);
 	ps_client_destroy(&client);
 	ps_model_destroy(&model);
 	ps_dataset_destroy(&data);

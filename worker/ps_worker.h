@@ -29,19 +29,35 @@ typedef struct ps_worker_config {
 	double progress_every;  /* seconds between progress lines */
 	double clip_norm;       /* > 0: clip each gradient to this L2 norm */
 	double clip_value;      /* > 0: clamp each gradient element */
+	double val_fraction;    /* last fraction of the training data held out */
+	const char *val_data;   /* evaluator: the training data, for its
+				 * held-out validation rows */
+	uint32_t patience;      /* evaluator: stop training after this many
+				 * evaluations without a better validation
+				 * loss; 0: never */
 	const char *result_out; /* evaluator: final figures, JSON */
 	const char *metrics_out;/* evaluator: one JSON line per evaluation */
+	uint64_t crash_after;   /* testing aid: exit(3) after this many steps
+				 * without a bye; 0: never */
 	volatile int *stop;     /* set non-zero to stop early */
 } ps_worker_config;
 
-/* Train on shard `rank` of `num_workers` until `epochs` are done, then
- * say bye. Errors: those of dataset loading and the client; e->msg is
+/* Train on shard `rank` of `num_workers` of the training rows (all but
+ * the last val_fraction) until `epochs` are done or the server says stop,
+ * then say bye. Errors: those of dataset loading and the client; e->msg is
  * the line to print. */
 int ps_worker_train(const ps_worker_config *cfg, ps_err *e) PS_WUR;
 
+/* Check the options without connecting: load the data, build the model
+ * spec and the model, and print one "ok: ..." line. Errors: those of
+ * dataset loading and ps_model_new(). */
+int ps_worker_check(const ps_worker_config *cfg, ps_err *e) PS_WUR;
+
 /* Evaluate the server's weights on cfg->data every progress_every seconds
  * until training is done, then once more on the final weights, writing
- * result_out. Errors: as ps_worker_train(). */
+ * result_out. With val_data, also measure the held-out validation rows;
+ * with patience, ask the server to stop (handing it the best weights)
+ * once the validation loss has not improved for that many evaluations. Errors: as ps_worker_train(). */
 int ps_worker_evaluate(const ps_worker_config *cfg, ps_err *e) PS_WUR;
 
 #endif

@@ -231,24 +231,43 @@ def test_bad_flags_and_files(tmp):
 @timeout(60)
 def test_launcher_stops_all_when_one_fails(tmp):
     run = os.path.join(tmp, "run")
-    missing = os.path.join(tmp, "no-such-images")
     t0 = time.monotonic()
-    # Options after '--' go to the trainers only; their --data wins over
-    # the launcher's (getopt keeps the last), so they fail at start while
-    # the server and the evaluator run on.
+    # Options after '--' go to the trainers only: they crash after a few
+    # steps while the server and the evaluator run on.
     rc, out, err, summary = pslib.run_launcher(
         ["--model", "linear", "--data", "synthetic-linear:1000", "--workers", "2",
-         "--epochs", "1000", "--quiet", "--",
-         "--data", "idx:%s,%s" % (missing, missing)], run, timeout=40)
+         "--epochs", "1000", "--quiet", "--", "--crash-after", "5"], run, timeout=40)
     secs = time.monotonic() - t0
     assert rc == 1, output(rc, out, err)
     assert secs < 20, "took %.1f s to stop" % secs
-    assert re.search(r"stopping: worker-\d exited with status 1", err), output(rc, out, err)
-    assert missing in err, "the failing worker's log tail is not shown\n" + output(rc, out, err)
+    assert re.search(r"stopping: worker-\d exited with status 3", err), output(rc, out, err)
+    assert "crashing on purpose" in err, \
+        "the failing worker's log tail is not shown\n" + output(rc, out, err)
     assert summary is None, "summary.json written for a failed run"
     left = pslib.stragglers()
     pslib.kill_pids(q for q, _ in left)
     assert not left, "processes left running: %s" % left
+
+
+@timeout(60)
+def test_launcher_refuses_bad_options_before_starting(tmp):
+    run = os.path.join(tmp, "run")
+    missing = os.path.join(tmp, "no-such-images")
+    cases = [
+        (["--data", "idx:%s,%s" % (missing, missing), "--model", "linear"], missing),
+        (["--model", "mlp", "--hidden", "256,,10"], "hidden"),
+        (["--optimizer", "nesterov", "--momentum", "0"], "momentum"),
+        (["--optimizer", "adam", "--beta2", "1"], "beta2"),
+        (["--lr", "-1"], "--lr"),
+        (["--patience", "3"], "--val-fraction"),
+    ]
+    for args, word in cases:
+        rc, out, err, summary = pslib.run_launcher(args + ["--quiet"], run, timeout=30)
+        assert rc == 2, "%s: %s" % (args, output(rc, out, err))
+        assert word in err, "%s: error does not name %r\n%s" % (args, word, output(rc, out, err))
+        assert not os.path.exists(os.path.join(run, "server.log")), \
+            "%s: a cluster process was started" % args
+        assert not pslib.stragglers()
 
 
 @timeout(60)
