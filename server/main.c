@@ -46,6 +46,9 @@ int main(int argc, char **argv)
 	const char *listen = "tcp://127.0.0.1:5555";
 	const char *endpoint_file = NULL, *model_out = NULL, *stats_out = NULL;
 	int check = 0;
+	const char *consistency = "async";
+	int staleness_lr = 0;
+	double dc_lambda = 0;
 	int workers = 1, optimizer = 0, level = 2;
 	double lr = 0.1, idle_timeout = 120, eval_grace = 30;
 	double decay_steps = 1000, gamma = 0.5, warmup = 0;
@@ -121,6 +124,17 @@ int main(int argc, char **argv)
 		{"max-message-mb", PS_CLI_DOUBLE, &max_message_mb, "MB",
 		 "largest frame accepted (envelope or tensor); a peer sending a larger one is disconnected",
 		 0.001, 1e6, NULL},
+		{"consistency", PS_CLI_STRING, &consistency, "MODE",
+		 "async (apply pushes on arrival), bsp (one combined step per clock), "
+		 "or ssp:S (no trainer more than S clocks ahead of the slowest)",
+		 0, -1, NULL},
+		{"staleness-lr", PS_CLI_FLAG, &staleness_lr, NULL,
+		 "scale each push's step by 1/max(1, staleness) (async, ssp)",
+		 0, -1, NULL},
+		{"dc-lambda", PS_CLI_DOUBLE, &dc_lambda, "LAMBDA",
+		 "delay-compensated ASGD: g + LAMBDA*g*g*(w_now - w_pulled); 0: off "
+		 "(keeps one copy of the weights per trainer)",
+		 0, 1e6, NULL},
 		{"check", PS_CLI_FLAG, &check, NULL,
 		 "check the options, then exit without listening", 0, -1,
 		 NULL},
@@ -182,6 +196,13 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	ps_optim_destroy(&optim_check);
+	if (ps_consistency_parse(consistency, &cfg.consistency,
+				 &cfg.ssp_bound, &e) != PS_OK) {
+		fprintf(stderr, "ps-server: %s\n", e.msg);
+		return 2;
+	}
+	cfg.staleness_lr = staleness_lr;
+	cfg.dc_lambda = dc_lambda;
 	if (check) {
 		printf("ok: optimizer %s\n",
 		       ps_optim_describe(&cfg.optim, optim_desc,
@@ -261,7 +282,8 @@ int main(int argc, char **argv)
 			    st.train_seconds > 0
 				    ? (double)st.samples / st.train_seconds
 				    : 0.0,
-			    st.version ? st.staleness_sum / (double)st.version
+			    st.pushes_applied
+				    ? st.staleness_sum / (double)st.pushes_applied
 				       : 0.0,
 			    (unsigned long long)st.staleness_max,
 			    (unsigned long long)st.rejects_total);

@@ -446,9 +446,9 @@ static void saxpy(float *w, const float *g, size_t n, float alpha)
 	}
 }
 
-void ps_optim_apply_range(ps_optim *o, float *restrict w,
-			  const float *restrict g, size_t begin, size_t n,
-			  uint64_t t)
+void ps_optim_apply_scaled(ps_optim *o, float *restrict w,
+			   const float *restrict g, size_t begin, size_t n,
+			   uint64_t t, double lr_scale)
 {
 	const ps_optim_config *c = &o->cfg;
 	double lr, k;
@@ -457,7 +457,7 @@ void ps_optim_apply_range(ps_optim *o, float *restrict w,
 	assert(begin <= o->n && n <= o->n - begin);
 	if (n == 0)
 		return;
-	lr = ps_optim_lr(o, t);
+	lr = ps_optim_lr(o, t) * lr_scale;
 	o->steps++;
 	if (c->kind == PS_OPTIM_SGD && c->weight_decay == 0 && c->l1 == 0) {
 		saxpy(w, g, n, (float)-lr);
@@ -485,6 +485,13 @@ void ps_optim_apply_range(ps_optim *o, float *restrict w,
 		}
 	}
 	run(o, w, g, begin, n, s);
+}
+
+void ps_optim_apply_range(ps_optim *o, float *restrict w,
+			  const float *restrict g, size_t begin, size_t n,
+			  uint64_t t)
+{
+	ps_optim_apply_scaled(o, w, g, begin, n, t, 1.0);
 }
 
 void ps_optim_apply(ps_optim *o, float *restrict w, const float *restrict g,

@@ -131,6 +131,13 @@ void ps_optim_apply_range(ps_optim *o, float *restrict w,
 			  const float *restrict g, size_t begin, size_t n,
 			  uint64_t t);
 
+/* ps_optim_apply_range() with the learning rate of update t multiplied by
+ * lr_scale (> 0): the staleness-aware rate scales each push by
+ * 1 / max(1, staleness). */
+void ps_optim_apply_scaled(ps_optim *o, float *restrict w,
+			   const float *restrict g, size_t begin, size_t n,
+			   uint64_t t, double lr_scale);
+
 /* ps_optim_apply_range() with begin 0: weights [0, n) and their state.
  * A push to a range that starts elsewhere must go through
  * ps_optim_apply_range(), or it would update another range's state. */

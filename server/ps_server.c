@@ -1,6 +1,7 @@
 /*
  * ps_server: the event loop and message handlers. Invariants:
- *  - weights hold `version` updates; every applied push bumps version by 1;
+ *  - weights hold `version` updates; every applied push (async, ssp) or
+ *    combined step (bsp) bumps version by 1;
  *  - a message is acted on only after it decoded, its tensor matched its
  *    range, and its sender matched a registered peer;
  *  - nothing a peer sends can make the server exit or block: refusals are
@@ -8,6 +9,7 @@
  */
 #include "ps_server.h"
 
+#include <cblas.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
@@ -21,11 +23,22 @@
 #define EVAL_ID_BASE 0x10000u
 #define MAX_EVALUATORS 16
 
+/* A pull held back by bsp/ssp until the slower trainers catch up. */
+typedef struct waiting_pull {
+	int active;
+	uint64_t request_id, begin, end, clock;
+} waiting_pull;
+
 typedef struct peer_slot {
 	int registered;
 	int done;
 	ps_peer peer;
 	uint64_t pushes, samples, pulls;
+	uint64_t clock;       /* trainers: pushes made (the next push's clock) */
+	waiting_pull waiting; /* trainers under bsp/ssp */
+	float *bsp_grad;      /* bsp: this clock's gradient, whole range */
+	uint32_t bsp_batch;   /* bsp: its batch size; 0 when none yet */
+	float *dc_pulled;     /* dc-asgd: the weights last sent to it */
 } peer_slot;
 
 struct ps_server {
@@ -41,9 +54,39 @@ struct ps_server {
 	peer_slot evals[MAX_EVALUATORS];
 	uint32_t num_evals;
 	ps_server_stats st;
+	uint64_t bsp_clock;   /* bsp: combined steps applied so far */
 	double t_first_hello, t_done;
 	uint8_t out[PS_WIRE_HEAD_MAX];
 };
+
+int ps_consistency_parse(const char *text, enum ps_consistency *mode,
+			 uint32_t *bound, ps_err *e)
+{
+	char *end = NULL;
+	unsigned long long v;
+
+	*bound = 0;
+	if (strcmp(text, "async") == 0) {
+		*mode = PS_CONSISTENCY_ASYNC;
+		return PS_OK;
+	}
+	if (strcmp(text, "bsp") == 0) {
+		*mode = PS_CONSISTENCY_BSP;
+		return PS_OK;
+	}
+	if (strncmp(text, "ssp:", 4) == 0 && text[4] >= '0' && text[4] <= '9') {
+		v = strtoull(text + 4, &end, 10);
+		if (*end == '\0' && v <= 1000000) {
+			*mode = v == 0 ? PS_CONSISTENCY_BSP : PS_CONSISTENCY_SSP;
+			*bound = (uint32_t)v;
+			return PS_OK;
+		}
+	}
+	return ps_err_set(e, PS_EINVAL,
+			  "consistency '%s': expected async, bsp or ssp:S "
+			  "(S a staleness bound from 0 to 1000000)",
+			  text);
+}
 
 int ps_server_new(ps_server **out, const ps_server_config *cfg,
 		  ps_transport *t, ps_err *e)
@@ -54,6 +97,12 @@ int ps_server_new(ps_server **out, const ps_server_config *cfg,
 	*out = NULL;
 	if (cfg->num_workers == 0)
 		return ps_err_set(e, PS_EINVAL, "need at least one worker");
+	if (cfg->consistency == PS_CONSISTENCY_SSP && cfg->ssp_bound == 0)
+		return ps_err_set(e, PS_EINVAL, "ssp needs a bound >= 1");
+	if (!(isfinite(cfg->dc_lambda) && cfg->dc_lambda >= 0))
+		return ps_err_set(e, PS_EINVAL,
+				  "delay-compensation lambda must be >= 0, got %g",
+				  cfg->dc_lambda);
 	s = calloc(1, sizeof *s);
 	if (!s)
 		return ps_err_set(e, PS_ENOMEM, "out of memory");
@@ -83,6 +132,10 @@ void ps_server_destroy(ps_server **sp)
 		return;
 	s = *sp;
 	ps_optim_destroy(&s->optim);
+	for (uint32_t r = 0; s->workers && r < s->cfg.num_workers; r++) {
+		free(s->workers[r].bsp_grad);
+		free(s->workers[r].dc_pulled);
+	}
 	free(s->w);
 	free(s->scratch);
 	free(s->workers);
@@ -186,6 +239,20 @@ static int create_model(ps_server *s, const ps_model_spec *spec, ps_err *e)
 					      " weights", s->n);
 		goto out;
 	}
+	for (uint32_t r = 0; r < s->cfg.num_workers; r++) {
+		peer_slot *w = &s->workers[r];
+		if (s->cfg.consistency == PS_CONSISTENCY_BSP)
+			w->bsp_grad = malloc(s->n * sizeof *w->bsp_grad);
+		if (s->cfg.dc_lambda > 0)
+			w->dc_pulled = malloc(s->n * sizeof *w->dc_pulled);
+		if ((s->cfg.consistency == PS_CONSISTENCY_BSP && !w->bsp_grad) ||
+		    (s->cfg.dc_lambda > 0 && !w->dc_pulled)) {
+			rc = ps_err_set(e, PS_ENOMEM,
+					"out of memory for per-worker copies of %"
+					PRIu64 " weights", s->n);
+			goto out;
+		}
+	}
 	ps_model_init(m, s->w);
 	rc = ps_optim_new(&s->optim, s->n, &s->cfg.optim, e);
 	if (rc != PS_OK)
@@ -201,6 +268,11 @@ out:
 		free(s->scratch);
 		s->w = s->scratch = NULL;
 		s->n = 0;
+		for (uint32_t r = 0; r < s->cfg.num_workers; r++) {
+			free(s->workers[r].bsp_grad);
+			free(s->workers[r].dc_pulled);
+			s->workers[r].bsp_grad = s->workers[r].dc_pulled = NULL;
+		}
 	}
 	ps_model_destroy(&m);
 	return rc;
@@ -320,28 +392,111 @@ static int check_range(ps_server *s, const ps_frame *f, const ps_msg *in,
 		      why);
 }
 
+/* The smallest clock among trainers that have not said bye (trainers
+ * that have not said hello yet count with clock 0), or UINT64_MAX when
+ * every trainer has finished. */
+static uint64_t slowest_clock(const ps_server *s)
+{
+	uint64_t min = UINT64_MAX;
+	for (uint32_t r = 0; r < s->cfg.num_workers; r++)
+		if (!s->workers[r].done && s->workers[r].clock < min)
+			min = s->workers[r].clock;
+	return min;
+}
+
+/* May a trainer's pull for `clock` be answered now? */
+static int pull_ready(const ps_server *s, uint64_t clock)
+{
+	uint64_t slowest;
+
+	switch (s->cfg.consistency) {
+	case PS_CONSISTENCY_BSP:
+		return clock <= s->bsp_clock;
+	case PS_CONSISTENCY_SSP:
+		slowest = slowest_clock(s);
+		return slowest == UINT64_MAX || clock <= slowest + s->cfg.ssp_bound;
+	case PS_CONSISTENCY_ASYNC:
+		break;
+	}
+	return 1;
+}
+
+static void send_weights(ps_server *s, const ps_peer *to, uint32_t worker_id,
+			 uint64_t request_id, uint64_t begin, uint64_t end)
+{
+	ps_msg m;
+
+	ps_msg_init(&m, PS_MSG_WEIGHTS, request_id, worker_id);
+	m.u.weights.version = s->st.version;
+	m.u.weights.begin = begin;
+	m.u.weights.end = end;
+	m.u.weights.training_done = ps_server_training_done(s);
+	m.u.weights.stop = s->st.stopped;
+	if (s->t_first_hello > 0)
+		m.u.weights.train_seconds =
+			(s->t_done > 0 ? s->t_done : ps_now()) - s->t_first_hello;
+	reply(s, to, &m, s->w + begin, (size_t)(end - begin) * sizeof(float));
+}
+
+/* Answer a trainer's pull: record how far ahead of the slowest trainer
+ * it runs, and keep the weights it gets for delay compensation. */
+static void answer_trainer_pull(ps_server *s, uint32_t rank,
+				uint64_t request_id, uint64_t begin,
+				uint64_t end, uint64_t clock)
+{
+	peer_slot *slot = &s->workers[rank];
+	uint64_t slowest = slowest_clock(s);
+
+	if (slowest != UINT64_MAX && clock > slowest &&
+	    clock - slowest > s->st.clock_lead_max)
+		s->st.clock_lead_max = clock - slowest;
+	if (slot->dc_pulled)
+		memcpy(slot->dc_pulled + begin, s->w + begin,
+		       (size_t)(end - begin) * sizeof(float));
+	send_weights(s, &slot->peer, rank + 1, request_id, begin, end);
+}
+
+/* Answer the held-back pulls that the last event made possible. */
+static void serve_waiting_pulls(ps_server *s)
+{
+	for (uint32_t r = 0; r < s->cfg.num_workers; r++) {
+		waiting_pull *wp = &s->workers[r].waiting;
+		if (wp->active && pull_ready(s, wp->clock)) {
+			wp->active = 0;
+			answer_trainer_pull(s, r, wp->request_id, wp->begin,
+					    wp->end, wp->clock);
+		}
+	}
+}
+
 static int handle_pull(ps_server *s, const ps_frame *f, const ps_msg *in,
 		       peer_slot *slot)
 {
 	const ps_msg_pull *p = &in->u.pull;
-	ps_msg m;
+	uint32_t id = in->worker_id;
 	int rc = check_range(s, f, in, p->begin, p->end);
 
 	if (rc != PS_OK)
 		return rc;
 	slot->pulls++;
 	s->st.pulls++;
-	ps_msg_init(&m, PS_MSG_WEIGHTS, in->request_id, in->worker_id);
-	m.u.weights.version = s->st.version;
-	m.u.weights.begin = p->begin;
-	m.u.weights.end = p->end;
-	m.u.weights.training_done = ps_server_training_done(s);
-	m.u.weights.stop = s->st.stopped;
-	if (s->t_first_hello > 0)
-		m.u.weights.train_seconds =
-			(s->t_done > 0 ? s->t_done : ps_now()) - s->t_first_hello;
-	reply(s, &f->from, &m, s->w + p->begin,
-	      (size_t)(p->end - p->begin) * sizeof(float));
+	if (id < 1 || id > s->cfg.num_workers) {
+		/* Evaluators never wait. */
+		send_weights(s, &f->from, id, in->request_id, p->begin, p->end);
+		return PS_OK;
+	}
+	if (pull_ready(s, p->clock)) {
+		answer_trainer_pull(s, id - 1, in->request_id, p->begin, p->end,
+				    p->clock);
+		return PS_OK;
+	}
+	if (slot->waiting.active)
+		return reject(s, f, in->request_id, PS_EPROTO,
+			      PS_WIRE_ERR_MALFORMED,
+			      "pull: another pull of this worker is already waiting");
+	slot->waiting = (waiting_pull){1, in->request_id, p->begin, p->end,
+				       p->clock};
+	s->st.pulls_waited++;
 	return PS_OK;
 }
 
@@ -353,6 +508,59 @@ static unsigned staleness_bucket(uint64_t tau)
 		b++;
 	}
 	return b;
+}
+
+/* DC-ASGD (Zheng et al. 2017): g += lambda * g * g * (w_now - w_pulled),
+ * a first-order correction for the updates applied since the worker
+ * pulled. g is the server's scratch copy. */
+static void compensate_delay(ps_server *s, const peer_slot *slot, float *g,
+			     uint64_t begin, size_t count)
+{
+	const float lambda = (float)s->cfg.dc_lambda;
+	const float *restrict now = s->w + begin;
+	const float *restrict then = slot->dc_pulled + begin;
+
+	for (size_t i = 0; i < count; i++)
+		g[i] += lambda * g[i] * g[i] * (now[i] - then[i]);
+}
+
+/* bsp: once every live trainer has pushed for this clock, apply the
+ * batch-size-weighted mean of their gradients as one step. Summed in rank
+ * order, so the result does not depend on arrival order. */
+static void bsp_try_step(ps_server *s)
+{
+	uint64_t total = 0;
+	int first = 1;
+
+	for (uint32_t r = 0; r < s->cfg.num_workers; r++) {
+		const peer_slot *w = &s->workers[r];
+		if (!w->done && w->bsp_batch == 0)
+			return; /* still waiting for this one */
+		total += w->bsp_batch;
+	}
+	if (total == 0)
+		return;
+	for (uint32_t r = 0; r < s->cfg.num_workers; r++) {
+		peer_slot *w = &s->workers[r];
+		float share;
+		if (w->bsp_batch == 0)
+			continue;
+		share = (float)((double)w->bsp_batch / (double)total);
+		if (first)
+			for (uint64_t i = 0; i < s->n; i++)
+				s->scratch[i] = share * w->bsp_grad[i];
+		else
+			cblas_saxpy((int)s->n, share, w->bsp_grad, 1,
+				    s->scratch, 1);
+		first = 0;
+		w->bsp_batch = 0;
+	}
+	ps_optim_apply_range(s->optim, s->w, s->scratch, 0, (size_t)s->n,
+			     s->st.version);
+	s->st.version++;
+	s->st.model_version = s->st.version;
+	s->st.bsp_steps++;
+	s->bsp_clock++;
 }
 
 static int handle_push(ps_server *s, const ps_frame *f, const ps_msg *in,
@@ -404,23 +612,50 @@ static int handle_push(ps_server *s, const ps_frame *f, const ps_msg *in,
 		return reject(s, f, in->request_id, PS_EPROTO,
 			      PS_WIRE_ERR_MALFORMED, why);
 	}
-	g = (const float *)(const void *)f->tensor;
-	if ((uintptr_t)f->tensor % _Alignof(float) != 0) {
-		memcpy(s->scratch, f->tensor, count * sizeof(float));
-		g = s->scratch;
+	if (s->cfg.consistency != PS_CONSISTENCY_ASYNC && p->clock != slot->clock) {
+		snprintf(why, sizeof why,
+			 "push: clock %" PRIu64 ", expected %" PRIu64,
+			 p->clock, slot->clock);
+		return reject(s, f, in->request_id, PS_EPROTO,
+			      PS_WIRE_ERR_MALFORMED, why);
+	}
+	if (s->cfg.consistency == PS_CONSISTENCY_BSP &&
+	    (p->begin != 0 || p->end != s->n)) {
+		return reject(s, f, in->request_id, PS_EPROTO,
+			      PS_WIRE_ERR_MALFORMED,
+			      "push: under bsp a push covers the whole range");
 	}
 	tau = s->st.version - p->base_version;
-	ps_optim_apply_range(s->optim, s->w + p->begin, g, (size_t)p->begin,
-			     count, s->st.version);
-	s->st.version++;
-	s->st.model_version = s->st.version;
+	if (s->cfg.consistency == PS_CONSISTENCY_BSP) {
+		/* Kept aside; applied with the others' in bsp_try_step(). */
+		memcpy(slot->bsp_grad, f->tensor, count * sizeof(float));
+		slot->bsp_batch = p->batch_size;
+	} else {
+		g = (const float *)(const void *)f->tensor;
+		if ((uintptr_t)f->tensor % _Alignof(float) != 0 ||
+		    s->cfg.dc_lambda > 0) {
+			memcpy(s->scratch, f->tensor, count * sizeof(float));
+			g = s->scratch;
+		}
+		if (s->cfg.dc_lambda > 0)
+			compensate_delay(s, slot, s->scratch, p->begin, count);
+		ps_optim_apply_scaled(s->optim, s->w + p->begin, g,
+				      (size_t)p->begin, count, s->st.version,
+				      s->cfg.staleness_lr && tau > 1
+					      ? 1.0 / (double)tau
+					      : 1.0);
+		s->st.version++;
+		s->st.model_version = s->st.version;
+	}
 	s->st.samples += p->batch_size;
 	s->st.staleness_sum += (double)tau;
 	if (tau > s->st.staleness_max)
 		s->st.staleness_max = tau;
 	s->st.staleness_hist[staleness_bucket(tau)]++;
+	s->st.pushes_applied++;
 	slot->pushes++;
 	slot->samples += p->batch_size;
+	slot->clock++;
 
 	ps_msg_init(&m, PS_MSG_ACK, in->request_id, in->worker_id);
 	m.u.ack.version = s->st.version;
@@ -428,6 +663,9 @@ static int handle_push(ps_server *s, const ps_frame *f, const ps_msg *in,
 	m.u.ack.seq = p->seq;
 	m.u.ack.stop = s->st.stopped;
 	reply(s, &f->from, &m, NULL, 0);
+	if (s->cfg.consistency == PS_CONSISTENCY_BSP)
+		bsp_try_step(s);
+	serve_waiting_pulls(s);
 	return PS_OK;
 }
 
@@ -455,6 +693,10 @@ static int handle_bye(ps_server *s, const ps_frame *f, const ps_msg *in,
 	}
 	ps_msg_init(&m, PS_MSG_BYE, in->request_id, in->worker_id);
 	reply(s, &f->from, &m, NULL, 0);
+	/* A trainer that left no longer holds the others back. */
+	if (is_worker && s->cfg.consistency == PS_CONSISTENCY_BSP)
+		bsp_try_step(s);
+	serve_waiting_pulls(s);
 	return PS_OK;
 }
 
@@ -652,7 +894,7 @@ void ps_server_write_stats_json(const ps_server *s, FILE *f)
 	uint64_t applied;
 
 	ps_server_get_stats(s, &st);
-	applied = st.version;
+	applied = st.pushes_applied;
 	fprintf(f, "{\n  \"updates\": %" PRIu64 ",\n  \"samples\": %" PRIu64
 		   ",\n  \"pulls\": %" PRIu64 ",\n",
 		st.version, st.samples, st.pulls);
@@ -679,6 +921,17 @@ void ps_server_write_stats_json(const ps_server *s, FILE *f)
 		st.rejects_total, r->malformed, r->version, r->unknown_worker,
 		r->bad_length, r->nonfinite, r->model_mismatch, r->bad_rank,
 		r->send_failed);
+	fprintf(f, "  \"consistency\": \"%s\",\n  \"ssp_bound\": %u,\n"
+		   "  \"pushes\": %" PRIu64 ",\n  \"bsp_steps\": %" PRIu64
+		   ",\n  \"pulls_waited\": %" PRIu64 ",\n"
+		   "  \"clock_lead_max\": %" PRIu64 ",\n"
+		   "  \"staleness_lr\": %s,\n  \"dc_lambda\": %g,\n",
+		s->cfg.consistency == PS_CONSISTENCY_BSP   ? "bsp"
+		: s->cfg.consistency == PS_CONSISTENCY_SSP ? "ssp"
+							   : "async",
+		s->cfg.ssp_bound, st.pushes_applied, st.bsp_steps,
+		st.pulls_waited, st.clock_lead_max,
+		s->cfg.staleness_lr ? "true" : "false", s->cfg.dc_lambda);
 	fprintf(f, "  \"stopped_early\": %s,\n  \"stop_reason\": ",
 		st.stopped ? "true" : "false");
 	json_string(f, st.stopped ? st.stop_reason : NULL);

@@ -16,9 +16,33 @@
 #include "ps_optim.h"
 #include "ps_transport.h"
 
+/* How far apart trainers may run (docs/CONSISTENCY.md). A trainer's
+ * clock is the number of pushes it has made. */
+enum ps_consistency {
+	PS_CONSISTENCY_ASYNC = 0, /* apply every push on arrival; pulls never wait */
+	PS_CONSISTENCY_BSP = 1,   /* one combined step per clock; a pull for
+				   * clock c waits for step c - 1 */
+	PS_CONSISTENCY_SSP = 2,   /* apply on arrival; a pull for clock c waits
+				   * until the slowest live trainer has made
+				   * c - ssp_bound pushes */
+};
+
+/* Parse "async", "bsp" or "ssp:S" (S a non-negative integer; "ssp:0" is
+ * bsp) into *mode and *bound. Errors: PS_EINVAL with e->msg. */
+int ps_consistency_parse(const char *text, enum ps_consistency *mode,
+			 uint32_t *bound, ps_err *e) PS_WUR;
+
 typedef struct ps_server_config {
 	uint32_t num_workers;   /* training workers expected, >= 1 */
 	ps_optim_config optim;
+	enum ps_consistency consistency;
+	uint32_t ssp_bound;     /* S of ssp:S, >= 1 */
+	/* Scale each push's step by 1 / max(1, staleness) (async and ssp). */
+	int staleness_lr;
+	/* Delay compensation (DC-ASGD): push g becomes
+	 * g + dc_lambda * g * g * (w_now - w_pulled); 0 disables. Costs one
+	 * copy of the weights per trainer. */
+	double dc_lambda;
 	/* Seconds without any message before the server gives up on its
 	 * workers (a hang guard); 0 disables. */
 	double idle_timeout;
@@ -58,6 +82,12 @@ typedef struct ps_server_stats {
 	uint64_t model_version;    /* version of the weights held now */
 	uint64_t pushes_after_stop; /* refused with ERROR_SHUTTING_DOWN */
 	char stop_reason[256];
+	/* Consistency. */
+	uint64_t pushes_applied;   /* pushes taken in (bsp: combined later) */
+	uint64_t bsp_steps;        /* combined steps applied (bsp) */
+	uint64_t pulls_waited;     /* pulls held back by bsp/ssp */
+	uint64_t clock_lead_max;   /* max over answered trainer pulls of its
+				    * clock minus the slowest live trainer's */
 } ps_server_stats;
 
 typedef struct ps_server ps_server;

@@ -41,6 +41,8 @@ int main(int argc, char **argv)
 	int patience = 0;
 	int check = 0;
 	uint64_t crash_after = 0;
+	int fetch_every = 1, push_every = 1;
+	double step_delay_ms = 0;
 	const ps_cli_opt opts[] = {
 		{"connect", PS_CLI_STRING, &endpoint, "ENDPOINT",
 		 "server endpoint (tcp://HOST:PORT or ipc://PATH)", 0, -1, NULL},
@@ -105,6 +107,15 @@ int main(int argc, char **argv)
 		{"metrics-out", PS_CLI_STRING, &metrics_out, "PATH",
 		 "evaluator: append one JSON line per evaluation here", 0, -1,
 		 NULL},
+		{"fetch-every", PS_CLI_INT, &fetch_every, "N",
+		 "pull the weights every N steps (Downpour n_fetch)", 1, 1000000,
+		 NULL},
+		{"push-every", PS_CLI_INT, &push_every, "N",
+		 "push the sum of N steps' gradients (Downpour n_push)", 1,
+		 1000000, NULL},
+		{"step-delay-ms", PS_CLI_DOUBLE, &step_delay_ms, "MS",
+		 "sleep this long every step: a slow worker, for experiments",
+		 0, 1e6, NULL},
 		{"crash-after", PS_CLI_U64, &crash_after, "STEPS",
 		 "testing aid: exit abruptly (status 3, no bye) after STEPS steps; 0: never",
 		 0, -1, NULL},
@@ -174,6 +185,9 @@ int main(int argc, char **argv)
 	cfg.val_data = val_data;
 	cfg.patience = (uint32_t)patience;
 	cfg.crash_after = crash_after;
+	cfg.fetch_every = (uint32_t)fetch_every;
+	cfg.push_every = (uint32_t)push_every;
+	cfg.step_delay = step_delay_ms / 1000.0;
 	cfg.clip_norm = clip_norm;
 	cfg.clip_value = clip_value;
 	cfg.result_out = result_out;

@@ -103,6 +103,31 @@ static int setup(const ps_worker_config *cfg, enum ps_role role,
 	return rc;
 }
 
+static void sleep_seconds(double s)
+{
+	struct timespec ts;
+	ts.tv_sec = (time_t)s;
+	ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+	nanosleep(&ts, NULL);
+}
+
+/* Downpour: push the accumulated gradient sum and start a new one. */
+static int push_sum(ps_client *client, float *acc, size_t n,
+		    uint64_t base_version, uint32_t *batch, uint32_t *steps,
+		    double *loss, uint64_t *pushes, ps_err *e)
+{
+	int rc = ps_client_push(client, acc, 0, n, base_version, *batch,
+				(float)(*loss / *steps), *pushes, e);
+	if (rc != PS_OK)
+		return rc;
+	(*pushes)++;
+	memset(acc, 0, n * sizeof *acc);
+	*batch = 0;
+	*steps = 0;
+	*loss = 0;
+	return PS_OK;
+}
+
 int ps_worker_check(const ps_worker_config *cfg, ps_err *e)
 {
 	ps_dataset *data = NULL, *val = NULL;
@@ -148,6 +173,10 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 	uint64_t version = 0, steps = 0, samples = 0;
 	double t0, last_report, loss_sum = 0;
 	uint64_t loss_n = 0, clipped_norm = 0, clipped_value = 0;
+	uint64_t pushes = 0, acc_version = 0;
+	float *acc = NULL;
+	uint32_t acc_batch = 0, acc_steps = 0;
+	double acc_loss = 0;
 	ps_rng rng;
 	int rc;
 
@@ -173,7 +202,9 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 	bx = malloc((size_t)cfg->batch * dim * sizeof *bx);
 	by = malloc((size_t)cfg->batch * sizeof *by);
 	order = malloc((n ? n : 1) * sizeof *order);
-	if (!w || !g || !bx || !by || !order) {
+	if (cfg->push_every > 1)
+		acc = calloc(welcome.num_params, sizeof *acc);
+	if (!w || !g || !bx || !by || !order || (cfg->push_every > 1 && !acc)) {
 		rc = ps_err_set(e, PS_ENOMEM, "out of memory");
 		goto out;
 	}
@@ -219,18 +250,47 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 			    ps_clip_norm(g, welcome.num_params,
 					 cfg->clip_norm) > cfg->clip_norm)
 				clipped_norm++;
-			rc = ps_client_push(client, g, 0, welcome.num_params,
-					    version, (uint32_t)b, (float)loss,
-					    steps, e);
-			if (rc == PS_OK)
-				rc = ps_client_pull(client, w, 0,
-						    welcome.num_params,
-						    steps + 1, &version, NULL,
-						    e);
-			if (rc != PS_OK)
-				goto out;
+			if (cfg->step_delay > 0)
+				sleep_seconds(cfg->step_delay);
 			steps++;
 			samples += b;
+			if (acc) {
+				/* Downpour: push the sum of push_every
+				 * gradients, computed from the weights of
+				 * the oldest. */
+				if (acc_steps == 0)
+					acc_version = version;
+				for (size_t i = 0; i < welcome.num_params; i++)
+					acc[i] += g[i];
+				acc_batch += (uint32_t)b;
+				acc_loss += loss;
+				if (++acc_steps == cfg->push_every) {
+					rc = push_sum(client, acc, welcome.num_params,
+						      acc_version, &acc_batch,
+						      &acc_steps, &acc_loss,
+						      &pushes, e);
+					if (rc != PS_OK)
+						goto out;
+				}
+			} else {
+				rc = ps_client_push(client, g, 0,
+						    welcome.num_params, version,
+						    (uint32_t)b, (float)loss,
+						    pushes, e);
+				if (rc != PS_OK)
+					goto out;
+				pushes++;
+			}
+			/* The clock of a pull is the pushes made so far:
+			 * under bsp/ssp the server answers when the others
+			 * have caught up. */
+			if (steps % cfg->fetch_every == 0) {
+				rc = ps_client_pull(client, w, 0,
+						    welcome.num_params, pushes,
+						    &version, NULL, e);
+				if (rc != PS_OK)
+					goto out;
+			}
 			if (cfg->crash_after && steps >= cfg->crash_after) {
 				ps_log_error("crashing on purpose after %" PRIu64
 					     " steps (--crash-after)", steps);
@@ -254,6 +314,12 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 				last_report = now;
 			}
 		}
+	}
+	if (acc && acc_steps > 0) {
+		rc = push_sum(client, acc, welcome.num_params, acc_version,
+			      &acc_batch, &acc_steps, &acc_loss, &pushes, e);
+		if (rc != PS_OK)
+			goto out;
 	}
 stopped:
 	if (ps_client_stopped(client))
@@ -279,6 +345,7 @@ stopped:
 				    clipped_norm, steps, clipped_value);
 	}
 out:
+	free(acc);
 	free(w);
 	free(g);
 	free(bx);
@@ -291,13 +358,6 @@ out:
 	return rc;
 }
 
-static void sleep_seconds(double s)
-{
-	struct timespec ts;
-	ts.tv_sec = (time_t)s;
-	ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
-	nanosleep(&ts, NULL);
-}
 
 static void json_number(FILE *f, const char *key, double v, const char *sep)
 {

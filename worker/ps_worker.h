@@ -27,6 +27,9 @@ typedef struct ps_worker_config {
 	double timeout;         /* seconds to wait for the server */
 	int max_inflight;       /* unacknowledged pushes */
 	double progress_every;  /* seconds between progress lines */
+	uint32_t fetch_every;   /* pull every this many steps (Downpour), >= 1 */
+	uint32_t push_every;    /* push the summed gradient of this many steps */
+	double step_delay;      /* seconds to sleep per step (a slow worker) */
 	double clip_norm;       /* > 0: clip each gradient to this L2 norm */
 	double clip_value;      /* > 0: clamp each gradient element */
 	double val_fraction;    /* last fraction of the training data held out */
