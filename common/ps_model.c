@@ -1,7 +1,8 @@
 /*
  * ps_model: the public face of the models. Checks specs, picks the kind's
  * ps_model_ops from a registry, owns the scratch buffers, and builds
- * loss_grad and evaluate out of the kinds' forward and backward passes.
+ * loss_grad, evaluate and predict out of the kinds' forward and backward
+ * passes.
  */
 #include "ps_model_impl.h"
 
@@ -22,11 +23,6 @@ static const struct ps_model_ops *const registry[] = {
 };
 
 #define REGISTRY_LEN (sizeof registry / sizeof registry[0])
-
-/* Evaluation runs the forward pass over this many rows at a time, so that
- * the scratch stays at one chunk's worth (chunk * output_dim floats for
- * softmax, chunk * the layer widths for mlp) whatever the dataset. */
-#define EVAL_CHUNK_ROWS 1024
 
 static const struct ps_model_ops *find_ops(const char *name)
 {
@@ -276,7 +272,7 @@ int ps_model_loss_grad(ps_model *m, const float *w, const float *x,
 		rc = PS_EINVAL;
 		goto out;
 	}
-	rc = m->ops->forward(m, w, x, y, n, &sum, &correct);
+	rc = m->ops->forward(m, w, x, y, n, &sum, &correct, NULL);
 	if (rc != PS_OK)
 		goto out;
 	m->ops->backward(m, w, x, y, n, grad);
@@ -285,31 +281,120 @@ out:
 	return rc;
 }
 
-int ps_model_evaluate(ps_model *m, const float *w, const ps_dataset *d,
-		      ps_model_eval *out)
+uint32_t ps_model_num_classes(const ps_model *m)
 {
+	if (!m->ops->classifier)
+		return 0;
+	/* One output is the probability of class 1 (logistic). */
+	return m->spec.output_dim == 1 ? 2 : m->spec.output_dim;
+}
+
+int ps_model_check_data(const ps_model *m, const ps_dataset *d, ps_err *e)
+{
+	uint32_t k = ps_model_num_classes(m);
+	int rc = PS_OK;
+
+	if (d->dim != m->spec.input_dim)
+		rc = ps_err_set(e, PS_EINVAL,
+				"model expects %" PRIu32 " features, data has %zu",
+				m->spec.input_dim, d->dim);
+	else if (d->n == 0)
+		rc = ps_err_set(e, PS_EINVAL, "data has no rows");
+	else if (k > 0 && d->classes == 0)
+		rc = ps_err_set(e, PS_EINVAL,
+				"model '%s' is a classifier, but the data has no class labels",
+				m->spec.name);
+	else if (k > 0 && d->classes > k)
+		rc = ps_err_set(e, PS_EINVAL,
+				"model '%s' tells %" PRIu32
+				" classes apart, data has %" PRIu32 " classes",
+				m->spec.name, k, d->classes);
+	return rc;
+}
+
+/* Evaluation and prediction run the forward pass over `rows` rows at a
+ * time, so that the scratch stays at one chunk's worth (rows * output_dim
+ * floats for softmax, rows * the layer widths for mlp) whatever the
+ * dataset. */
+int ps_model_predict(ps_model *m, const float *w, const float *x, size_t n,
+		     uint32_t *pred)
+{
+	const size_t dim = m->spec.input_dim;
+	double unused_sum = 0.0;
+	size_t unused_correct = 0;
+	int rc = PS_OK;
+
+	assert(m && w && x && pred);
+	if (!m->ops->classifier || n == 0) {
+		rc = PS_EINVAL;
+		goto out;
+	}
+	for (size_t begin = 0; begin < n; begin += PS_MODEL_EVAL_CHUNK) {
+		size_t rows = n - begin;
+		if (rows > PS_MODEL_EVAL_CHUNK)
+			rows = PS_MODEL_EVAL_CHUNK;
+		/* No labels: classify only; the sums get nothing. */
+		rc = m->ops->forward(m, w, x + begin * dim, NULL, rows,
+				     &unused_sum, &unused_correct,
+				     pred + begin);
+		if (rc != PS_OK)
+			goto out;
+	}
+out:
+	return rc;
+}
+
+int ps_model_evaluate_confusion(ps_model *m, const float *w,
+				const ps_dataset *d, size_t rows,
+				ps_model_eval *out, uint64_t *confusion)
+{
+	const uint32_t k = ps_model_num_classes(m);
+	uint32_t *pred = NULL;
 	double sum = 0.0;
 	size_t correct = 0;
 	int rc = PS_OK;
 
 	assert(m && w && d && out);
-	if (d->n == 0 || d->dim != m->spec.input_dim) {
+	if (rows == 0)
+		rows = PS_MODEL_EVAL_CHUNK;
+	if (d->n == 0 || d->dim != m->spec.input_dim || rows > INT_MAX ||
+	    (confusion && k == 0)) {
 		rc = PS_EINVAL;
 		goto out;
 	}
-	for (size_t begin = 0; begin < d->n; begin += EVAL_CHUNK_ROWS) {
-		size_t rows = d->n - begin;
-		if (rows > EVAL_CHUNK_ROWS)
-			rows = EVAL_CHUNK_ROWS;
-		rc = m->ops->forward(m, w, d->x + begin * d->dim, d->y + begin,
-				     rows, &sum, &correct);
+	if (rows > d->n)
+		rows = d->n;
+	if (confusion) {
+		pred = malloc(rows * sizeof *pred);
+		if (!pred) {
+			rc = PS_ENOMEM;
+			goto out;
+		}
+		memset(confusion, 0, (size_t)k * k * sizeof *confusion);
+	}
+	for (size_t begin = 0; begin < d->n; begin += rows) {
+		size_t len = d->n - begin < rows ? d->n - begin : rows;
+		const float *y = d->y + begin;
+
+		rc = m->ops->forward(m, w, d->x + begin * d->dim, y, len, &sum,
+				     &correct, pred);
 		if (rc != PS_OK)
 			goto out;
+		/* forward() checked every label against the classes. */
+		for (size_t i = 0; pred && i < len; i++)
+			confusion[(size_t)y[i] * k + pred[i]]++;
 	}
 	out->loss = sum / (double)d->n;
 	out->accuracy = m->ops->classifier ? (double)correct / (double)d->n
 					   : NAN;
 	out->n = d->n;
 out:
+	free(pred);
 	return rc;
+}
+
+int ps_model_evaluate(ps_model *m, const float *w, const ps_dataset *d,
+		      ps_model_eval *out)
+{
+	return ps_model_evaluate_confusion(m, w, d, 0, out, NULL);
 }

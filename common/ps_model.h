@@ -1,7 +1,8 @@
 /*
  * ps_model: the models a worker trains, behind one small interface:
  * parameter count, seeded initialization, mean loss and gradient over a
- * minibatch, and evaluation over a dataset. Dense math goes through CBLAS.
+ * minibatch, evaluation over a dataset (with a confusion matrix), and
+ * per-row predictions. Dense math goes through CBLAS.
  * Kinds: "linear" (least squares, mean of 0.5*(y - w.x - b)^2),
  * "logistic" (binary logistic regression, mean binary cross-entropy),
  * "softmax" (multinomial logistic regression, mean cross-entropy) and
@@ -90,9 +91,48 @@ int ps_model_loss_grad(ps_model *m, const float *w, const float *x,
 		       double *loss) PS_WUR;
 
 /* Mean loss and (for classifiers) accuracy of w over all of d, in chunks
- * so that memory stays bounded. Errors: PS_EINVAL (d->dim != input_dim),
- * PS_ENOMEM. */
+ * so that memory stays bounded. Errors: PS_EINVAL (d->dim != input_dim,
+ * an empty d, a bad label), PS_ENOMEM; *out is unchanged then. */
 int ps_model_evaluate(ps_model *m, const float *w, const ps_dataset *d,
 		      ps_model_eval *out) PS_WUR;
+
+/* Rows per forward pass of ps_model_evaluate() and ps_model_predict(). */
+#define PS_MODEL_EVAL_CHUNK 1024
+
+/* Classes a classifier tells apart: output_dim for softmax and mlp, 2 for
+ * logistic (one output, the probability of class 1); 0 for a regression
+ * model (linear). */
+uint32_t ps_model_num_classes(const ps_model *m);
+
+/* Check that d can be evaluated with m: rows of input_dim features and,
+ * for a classifier, class labels of at most ps_model_num_classes(m)
+ * classes (fewer is fine: a test set may lack some). A regression model
+ * takes any targets. Errors: PS_EINVAL, e->msg the line to show ("model
+ * expects 784 features, data has 2"). */
+int ps_model_check_data(const ps_model *m, const ps_dataset *d,
+			ps_err *e) PS_WUR;
+
+/* The class of each of the n rows of x (input_dim floats each) under
+ * weights w into pred[n], through the same forward pass as
+ * ps_model_loss_grad(): the argmax of the outputs for softmax and mlp
+ * (the lowest class on ties), 1 when p >= 0.5 for logistic. Works in
+ * chunks of PS_MODEL_EVAL_CHUNK rows. Errors: PS_EINVAL (a regression
+ * model, n == 0), PS_ENOMEM. */
+int ps_model_predict(ps_model *m, const float *w, const float *x, size_t n,
+		     uint32_t *pred) PS_WUR;
+
+/* ps_model_evaluate() with `rows` rows per forward pass (0: the default
+ * PS_MODEL_EVAL_CHUNK; the scratch grows to rows times the output or
+ * layer widths) that, for a classifier and confusion not NULL, also fills
+ * the confusion matrix: confusion[t * k + p] is the number of rows of true
+ * class t predicted as p, k = ps_model_num_classes(m), k * k entries, row
+ * sums the class counts and the diagonal sum accuracy * n. Errors:
+ * PS_EINVAL (those of ps_model_evaluate(), confusion for a regression
+ * model, rows above INT_MAX), PS_ENOMEM; *out is unchanged then and
+ * confusion unspecified. */
+int ps_model_evaluate_confusion(ps_model *m, const float *w,
+				const ps_dataset *d, size_t rows,
+				ps_model_eval *out,
+				uint64_t *confusion) PS_WUR;
 
 #endif

@@ -52,11 +52,15 @@ struct ps_model_ops {
 	 * per-row losses to *loss_sum and, for classifiers, the number of rows
 	 * whose predicted class equals the label to *correct. Leaves in the
 	 * scratch slots what backward() needs for the same w, x, y, n.
-	 * Errors: PS_EINVAL (bad label), PS_ENOMEM (scratch growth); on error
-	 * the sums are unchanged. */
+	 * Classifiers also take pred: NULL, or n entries that receive each
+	 * row's predicted class (the one *correct counts against), and y ==
+	 * NULL with pred set: classify only, adding nothing to the sums
+	 * (backward() must not follow). Regression kinds are never
+	 * given pred. Errors: PS_EINVAL (bad label), PS_ENOMEM (scratch
+	 * growth); on error the sums are unchanged. */
 	int (*forward)(ps_model *m, const float *w, const float *x,
 		       const float *y, size_t n, double *loss_sum,
-		       size_t *correct);
+		       size_t *correct, uint32_t *pred);
 
 	/* Gradient of the mean loss of the preceding forward() call into
 	 * grad[num_params]. May overwrite the scratch forward() left. */

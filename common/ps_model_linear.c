@@ -35,7 +35,7 @@ static void linear_init(const ps_model *m, float *w)
 
 static int linear_forward(ps_model *m, const float *w, const float *x,
 			  const float *y, size_t n, double *loss_sum,
-			  size_t *correct)
+			  size_t *correct, uint32_t *pred)
 {
 	const int dim = (int)m->spec.input_dim;
 	const float b = w[dim];
@@ -43,7 +43,9 @@ static int linear_forward(ps_model *m, const float *w, const float *x,
 	double sum = 0.0;
 	int rc;
 
+	/* A regression: nothing to count or classify. */
 	(void)correct;
+	(void)pred;
 	rc = ps_model_scratch(m, SLOT_RESIDUAL, n, 1, &r);
 	if (rc != PS_OK)
 		goto out;

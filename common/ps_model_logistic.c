@@ -37,18 +37,19 @@ static void logistic_init(const ps_model *m, float *w)
 
 static int logistic_forward(ps_model *m, const float *w, const float *x,
 			    const float *y, size_t n, double *loss_sum,
-			    size_t *correct)
+			    size_t *correct, uint32_t *pred)
 {
 	const int dim = (int)m->spec.input_dim;
 	const double b = w[dim];
 	float *r = NULL;
 	double sum = 0.0;
 	size_t hits = 0;
-	int rc;
+	int rc = PS_OK;
 
 	/* Exact 0 or 1, checked before any work: a fractional "label" would
 	 * make the loss below something other than cross-entropy. */
-	rc = ps_model_check_labels(y, n, 2);
+	if (y)
+		rc = ps_model_check_labels(y, n, 2);
 	if (rc != PS_OK)
 		goto out;
 	rc = ps_model_scratch(m, SLOT_RESIDUAL, n, 1, &r);
@@ -58,15 +59,22 @@ static int logistic_forward(ps_model *m, const float *w, const float *x,
 		    1, 0.0f, r, 1);
 	for (size_t i = 0; i < n; i++) {
 		double z = (double)r[i] + b;
-		double t = exp(-fabs(z));
-		int label = y[i] != 0.0f;
+		double t;
+		int label;
+
+		/* p >= 1/2 exactly when z >= 0. */
+		if (pred)
+			pred[i] = z >= 0.0;
+		if (!y)
+			continue;
+		t = exp(-fabs(z));
+		label = y[i] != 0.0f;
 
 		/* -log sigmoid(z) if y = 1, -log(1 - sigmoid(z)) if y = 0,
 		 * both as max(z, 0) - y*z + log1p(e^-|z|): no exp of a
 		 * positive number, so no overflow, and no log of a rounded
 		 * 1 - p, so no cancellation for confident predictions. */
 		sum += (z > 0.0 ? z : 0.0) - (label ? z : 0.0) + log1p(t);
-		/* p >= 1/2 exactly when z >= 0. */
 		hits += (z >= 0.0) == label;
 		/* sigmoid(z) from the same t, again without overflow. */
 		r[i] = (float)((z >= 0.0 ? 1.0 / (1.0 + t) : t / (1.0 + t)) -

@@ -288,7 +288,7 @@ static void times_derivative(float *restrict a, const float *restrict g,
 
 static int mlp_forward(ps_model *m, const float *w, const float *x,
 		       const float *y, size_t n, double *loss_sum,
-		       size_t *correct)
+		       size_t *correct, uint32_t *pred)
 {
 	const struct mlp *net = m->priv;
 	const unsigned top = net->layers;
@@ -298,10 +298,11 @@ static int mlp_forward(ps_model *m, const float *w, const float *x,
 	float *p;
 	double sum = 0.0;
 	size_t hits = 0;
-	int rc;
+	int rc = PS_OK;
 
 	/* Before any work, so that a bad batch leaves no half-done state. */
-	rc = ps_model_check_labels(y, n, m->spec.output_dim);
+	if (y)
+		rc = ps_model_check_labels(y, n, m->spec.output_dim);
 	if (rc != PS_OK)
 		goto out;
 	rc = ps_model_scratch(m, SLOT_ACT, n, net->act_cols, &act);
@@ -329,7 +330,7 @@ static int mlp_forward(ps_model *m, const float *w, const float *x,
 	for (size_t i = 0; i < n; i++) {
 		const float *bias = w + net->boff[top];
 		float *row = p + i * k;
-		size_t label = (size_t)y[i];
+		size_t label;
 		size_t best = 0;
 		float zmax;
 		double z = 0.0;
@@ -343,6 +344,11 @@ static int mlp_forward(ps_model *m, const float *w, const float *x,
 				best = c;
 			}
 		}
+		if (pred)
+			pred[i] = (uint32_t)best;
+		if (!y)
+			continue;
+		label = (size_t)y[i];
 		hits += best == label;
 		/* As in ps_model_softmax.c: shifted by the row max, every
 		 * exponent is <= 0 and the sum is >= 1. */

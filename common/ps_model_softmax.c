@@ -49,7 +49,7 @@ static void softmax_init(const ps_model *m, float *w)
 
 static int softmax_forward(ps_model *m, const float *w, const float *x,
 			   const float *y, size_t n, double *loss_sum,
-			   size_t *correct)
+			   size_t *correct, uint32_t *pred)
 {
 	const int dim = (int)m->spec.input_dim;
 	const int k = (int)m->spec.output_dim;
@@ -58,10 +58,11 @@ static int softmax_forward(ps_model *m, const float *w, const float *x,
 	float *ones = NULL;
 	double sum = 0.0;
 	size_t hits = 0;
-	int rc;
+	int rc = PS_OK;
 
 	/* Before any work, so that a bad batch leaves no half-done state. */
-	rc = ps_model_check_labels(y, n, m->spec.output_dim);
+	if (y)
+		rc = ps_model_check_labels(y, n, m->spec.output_dim);
 	if (rc != PS_OK)
 		goto out;
 	rc = ps_model_scratch(m, SLOT_PROB, n, (size_t)k, &p);
@@ -78,7 +79,7 @@ static int softmax_forward(ps_model *m, const float *w, const float *x,
 		    1.0f, x, dim, w, dim, 1.0f, p, k);
 	for (size_t i = 0; i < n; i++) {
 		float *row = p + i * (size_t)k;
-		size_t label = (size_t)y[i];
+		size_t label;
 		size_t best = 0;
 		float zmax = row[0];
 		float zlabel;
@@ -90,6 +91,11 @@ static int softmax_forward(ps_model *m, const float *w, const float *x,
 				best = c;
 			}
 		}
+		if (pred)
+			pred[i] = (uint32_t)best;
+		if (!y)
+			continue;
+		label = (size_t)y[i];
 		hits += best == label;
 		zlabel = row[label] - zmax;
 		/* Shifted by the row max, every exponent is <= 0: no overflow,

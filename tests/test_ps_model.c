@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1300,6 +1301,213 @@ static void test_model_logistic_rejects_bad_labels(void **state)
 	ps_model_destroy(&m);
 }
 
+/* --- predictions and the confusion matrix ---------------------------------- */
+
+/* The W = I case of test_model_evaluate_accuracy_known, plus a tie:
+ *   (2,0) -> 0, (0,2) -> 1, (1,0) -> 0, (3,0) -> 0, (1,1) -> 0 (tie: the
+ * lower class). Labels 0 1 0 1 1 give the matrix [[2, 0], [2, 1]]. Logistic
+ * with w = (1, -1), b = 0: z = 1 -> 1, z = -1 -> 0, z = 0 (p = 1/2) -> 1. */
+static void test_model_predict_by_hand(void **state)
+{
+	float ws[6] = { 1, 0, 0, 1, 0, 0 };
+	float xs[10] = { 2, 0, 0, 2, 1, 0, 3, 0, 1, 1 };
+	float ys[5] = { 0, 1, 0, 1, 1 };
+	float wl[3] = { 1, -1, 0 };
+	float xl[6] = { 2, 1, 1, 2, 1, 1 };
+	float yl[3] = { 1, 1, 0 };
+	ps_dataset d = { .n = 5, .dim = 2, .classes = 2, .x = xs, .y = ys };
+	ps_model *m = new_model("softmax", 2, 2, 0);
+	uint32_t pred[5] = { 9, 9, 9, 9, 9 };
+	uint64_t conf[4];
+	ps_model_eval ev;
+
+	(void)state;
+	assert_int_equal(ps_model_num_classes(m), 2);
+	assert_int_equal(ps_model_predict(m, ws, xs, 5, pred), PS_OK);
+	assert_int_equal(pred[0], 0);
+	assert_int_equal(pred[1], 1);
+	assert_int_equal(pred[2], 0);
+	assert_int_equal(pred[3], 0);
+	assert_int_equal(pred[4], 0);
+	memset(conf, 0xff, sizeof conf);
+	assert_int_equal(ps_model_evaluate_confusion(m, ws, &d, 0, &ev, conf),
+			 PS_OK);
+	assert_int_equal(conf[0], 2);
+	assert_int_equal(conf[1], 0);
+	assert_int_equal(conf[2], 2);
+	assert_int_equal(conf[3], 1);
+	assert_true(fabs(ev.accuracy - 0.6) < 1e-12);
+	ps_model_destroy(&m);
+
+	m = new_model("logistic", 2, 1, 0);
+	d = (ps_dataset){ .n = 3, .dim = 2, .classes = 2, .x = xl, .y = yl };
+	assert_int_equal(ps_model_num_classes(m), 2);
+	assert_int_equal(ps_model_predict(m, wl, xl, 3, pred), PS_OK);
+	assert_int_equal(pred[0], 1);
+	assert_int_equal(pred[1], 0);
+	assert_int_equal(pred[2], 1);
+	/* true 1 -> 1, true 1 -> 0, true 0 -> 1: [[0, 1], [1, 1]] */
+	assert_int_equal(ps_model_evaluate_confusion(m, wl, &d, 0, &ev, conf),
+			 PS_OK);
+	assert_int_equal(conf[0], 0);
+	assert_int_equal(conf[1], 1);
+	assert_int_equal(conf[2], 1);
+	assert_int_equal(conf[3], 1);
+	assert_true(fabs(ev.accuracy - 1.0 / 3) < 1e-12);
+	ps_model_destroy(&m);
+}
+
+/* For every classifier kind, on more rows than one chunk: the predictions
+ * agree with the accuracy evaluate reports, and the confusion matrix (with
+ * the default chunk and an odd one) is their tally against the labels. */
+static void test_model_predict_matches_evaluate(void **state)
+{
+	const uint32_t dim = 5, k = 4;
+	const size_t n = 2500;
+	const char *kinds[] = { "softmax", "mlp", "logistic" };
+
+	(void)state;
+	for (size_t t = 0; t < sizeof kinds / sizeof kinds[0]; t++) {
+		int binary = strcmp(kinds[t], "logistic") == 0;
+		uint32_t classes = binary ? 2 : k;
+		ps_model *m = strcmp(kinds[t], "mlp") == 0
+				      ? new_mlp(dim, "7,3", k, "tanh", 5)
+				      : new_model(kinds[t], dim, binary ? 1 : k, 5);
+		size_t np = ps_model_num_params(m);
+		uint32_t *pred = test_malloc(n * sizeof *pred);
+		uint64_t *want = test_calloc((size_t)classes * classes,
+					     sizeof *want);
+		uint64_t *conf = test_malloc((size_t)classes * classes *
+					     sizeof *conf);
+		ps_model_eval ev, ev2;
+		size_t hits = 0;
+		ps_rng r;
+		float *w, *x, *y;
+
+		ps_rng_seed(&r, 21 + t);
+		w = fill_normal(&r, np, 1.0);
+		x = fill_normal(&r, n * dim, 1.0);
+		y = fill_labels(&r, n, classes);
+		ps_dataset d = { .n = n, .dim = dim, .classes = classes,
+				 .x = x, .y = y };
+
+		assert_int_equal(ps_model_num_classes(m), classes);
+		assert_int_equal(ps_model_predict(m, w, x, n, pred), PS_OK);
+		for (size_t i = 0; i < n; i++) {
+			assert_true(pred[i] < classes);
+			hits += pred[i] == (uint32_t)y[i];
+			want[(size_t)y[i] * classes + pred[i]]++;
+		}
+		assert_int_equal(ps_model_evaluate(m, w, &d, &ev), PS_OK);
+		assert_true(fabs(ev.accuracy - (double)hits / n) < 1e-12);
+		/* Chance is 1/classes: the weights must not make every row one
+		 * class, or this would test little. */
+		assert_true(hits > n / (2 * classes) && hits < n);
+
+		for (size_t rows = 0; rows <= 7; rows += 7) {
+			assert_int_equal(ps_model_evaluate_confusion(
+						 m, w, &d, rows, &ev2, conf),
+					 PS_OK);
+			assert_memory_equal(conf, want,
+					    (size_t)classes * classes *
+						    sizeof *conf);
+			assert_true(ev2.accuracy == ev.accuracy);
+			assert_true(fabs(ev2.loss - ev.loss) < 1e-9 * ev.loss);
+			assert_int_equal(ev2.n, n);
+		}
+		test_free(pred);
+		test_free(want);
+		test_free(conf);
+		test_free(w);
+		test_free(x);
+		test_free(y);
+		ps_model_destroy(&m);
+	}
+}
+
+static void test_model_predict_rejects_regression_and_empty(void **state)
+{
+	const float w[3] = { 1, 2, 0 };
+	float x[2] = { 1, 1 };
+	float y[1] = { 1 };
+	ps_dataset d = { .n = 1, .dim = 2, .classes = 0, .x = x, .y = y };
+	ps_model *m = new_model("linear", 2, 1, 0);
+	uint32_t pred[1] = { 7 };
+	uint64_t conf[4] = { 0 };
+	ps_model_eval ev = { .loss = 7.0, .accuracy = 7.0, .n = 7 };
+
+	(void)state;
+	assert_int_equal(ps_model_num_classes(m), 0);
+	assert_int_equal(ps_model_predict(m, w, x, 1, pred), PS_EINVAL);
+	assert_int_equal(pred[0], 7);
+	assert_int_equal(ps_model_evaluate_confusion(m, w, &d, 0, &ev, conf),
+			 PS_EINVAL);
+	assert_true(ev.loss == 7.0 && ev.n == 7);
+	/* Without a confusion matrix a regression evaluates as usual. */
+	assert_int_equal(ps_model_evaluate_confusion(m, w, &d, 3, &ev, NULL),
+			 PS_OK);
+	assert_true(fabs(ev.loss - 0.5 * 4.0) < 1e-12 && isnan(ev.accuracy));
+	ps_model_destroy(&m);
+
+	m = new_model("softmax", 2, 2, 0);
+	assert_int_equal(ps_model_predict(m, w, x, 0, pred), PS_EINVAL);
+	assert_int_equal(ps_model_evaluate_confusion(m, w, &d,
+						     (size_t)INT_MAX + 1, &ev,
+						     NULL),
+			 PS_EINVAL);
+	ps_model_destroy(&m);
+}
+
+static void expect_data_refused(const ps_model *m, const ps_dataset *d,
+				const char *word)
+{
+	ps_err e = { 0, "" };
+
+	assert_int_equal(ps_model_check_data(m, d, &e), PS_EINVAL);
+	assert_int_equal(e.code, PS_EINVAL);
+	if (!strstr(e.msg, word))
+		fail_msg("message '%s' lacks '%s'", e.msg, word);
+}
+
+static void test_model_check_data(void **state)
+{
+	float x[6] = { 0 };
+	float y[2] = { 0, 1 };
+	ps_dataset d = { .n = 2, .dim = 3, .classes = 2, .x = x, .y = y };
+	ps_model *m = new_model("softmax", 784, 10, 0);
+	ps_err e = { 0, "" };
+
+	(void)state;
+	expect_data_refused(m, &d, "model expects 784 features, data has 3");
+	ps_model_destroy(&m);
+
+	m = new_model("softmax", 3, 10, 0);
+	assert_int_equal(ps_model_check_data(m, &d, &e), PS_OK);
+	d.classes = 10;
+	assert_int_equal(ps_model_check_data(m, &d, &e), PS_OK);
+	d.classes = 11;
+	expect_data_refused(m, &d, "11 classes");
+	d.classes = 0;
+	expect_data_refused(m, &d, "no class labels");
+	d.classes = 2;
+	d.n = 0;
+	expect_data_refused(m, &d, "no rows");
+	ps_model_destroy(&m);
+
+	/* logistic: two classes; linear: any targets. */
+	d.n = 2;
+	m = new_model("logistic", 3, 1, 0);
+	assert_int_equal(ps_model_check_data(m, &d, &e), PS_OK);
+	d.classes = 3;
+	expect_data_refused(m, &d, "tells 2 classes apart, data has 3");
+	ps_model_destroy(&m);
+	m = new_model("linear", 3, 1, 0);
+	assert_int_equal(ps_model_check_data(m, &d, &e), PS_OK);
+	d.classes = 0;
+	assert_int_equal(ps_model_check_data(m, &d, &e), PS_OK);
+	ps_model_destroy(&m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1342,6 +1550,10 @@ int main(void)
 		cmocka_unit_test(test_model_logistic_loss_by_hand),
 		cmocka_unit_test(test_model_logistic_large_margins_are_stable),
 		cmocka_unit_test(test_model_logistic_rejects_bad_labels),
+		cmocka_unit_test(test_model_predict_by_hand),
+		cmocka_unit_test(test_model_predict_matches_evaluate),
+		cmocka_unit_test(test_model_predict_rejects_regression_and_empty),
+		cmocka_unit_test(test_model_check_data),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
