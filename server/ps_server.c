@@ -254,6 +254,12 @@ static int create_model(ps_server *s, const ps_model_spec *spec, ps_err *e)
 		}
 	}
 	ps_model_init(m, s->w);
+	/* Until its first pull, a trainer's weights are the initial ones
+	 * (hello gives none): delay compensation never reads garbage. */
+	for (uint32_t r = 0; r < s->cfg.num_workers; r++)
+		if (s->workers[r].dc_pulled)
+			memcpy(s->workers[r].dc_pulled, s->w,
+			       s->n * sizeof *s->w);
 	rc = ps_optim_new(&s->optim, s->n, &s->cfg.optim, e);
 	if (rc != PS_OK)
 		goto out;
@@ -404,11 +410,15 @@ static uint64_t slowest_clock(const ps_server *s)
 	return min;
 }
 
-/* May a trainer's pull for `clock` be answered now? */
+/* May a trainer's pull for `clock` be answered now? After an early stop
+ * no push is applied any more, so nothing would ever release a held-back
+ * pull: every pull is answered then, and its stop flag ends the trainer. */
 static int pull_ready(const ps_server *s, uint64_t clock)
 {
 	uint64_t slowest;
 
+	if (s->st.stopped)
+		return 1;
 	switch (s->cfg.consistency) {
 	case PS_CONSISTENCY_BSP:
 		return clock <= s->bsp_clock;
@@ -447,7 +457,9 @@ static void answer_trainer_pull(ps_server *s, uint32_t rank,
 	peer_slot *slot = &s->workers[rank];
 	uint64_t slowest = slowest_clock(s);
 
-	if (slowest != UINT64_MAX && clock > slowest &&
+	/* After an early stop pulls are answered whatever the bound: they
+	 * say stop, and do not count as a lead. */
+	if (!s->st.stopped && slowest != UINT64_MAX && clock > slowest &&
 	    clock - slowest > s->st.clock_lead_max)
 		s->st.clock_lead_max = clock - slowest;
 	if (slot->dc_pulled)
@@ -625,6 +637,19 @@ static int handle_push(ps_server *s, const ps_frame *f, const ps_msg *in,
 			      PS_WIRE_ERR_MALFORMED,
 			      "push: under bsp a push covers the whole range");
 	}
+	/* A trainer that pushes clock c + 1 before step c was applied has
+	 * not waited in a pull between its pushes (--fetch-every above
+	 * --push-every): keeping its push would overwrite the gradient of
+	 * clock c that step c still needs. */
+	if (s->cfg.consistency == PS_CONSISTENCY_BSP && slot->bsp_batch != 0) {
+		snprintf(why, sizeof why,
+			 "push: clock %" PRIu64 " before step %" PRIu64
+			 " was applied; under bsp a trainer must pull between "
+			 "pushes (--fetch-every <= --push-every)",
+			 p->clock, p->clock - 1);
+		return reject(s, f, in->request_id, PS_EPROTO,
+			      PS_WIRE_ERR_MALFORMED, why);
+	}
 	tau = s->st.version - p->base_version;
 	if (s->cfg.consistency == PS_CONSISTENCY_BSP) {
 		/* Kept aside; applied with the others' in bsp_try_step(). */
@@ -751,6 +776,8 @@ static int handle_stop(ps_server *s, const ps_frame *f, const ps_msg *in)
 	m.u.ack.version = s->st.version;
 	m.u.ack.stop = 1;
 	reply(s, &f->from, &m, NULL, 0);
+	/* Trainers held back by bsp/ssp learn of the stop now. */
+	serve_waiting_pulls(s);
 	return PS_OK;
 }
 
@@ -806,8 +833,13 @@ int ps_server_training_done(const ps_server *s)
 	return s->st.workers_done == s->cfg.num_workers;
 }
 
+/* Every evaluator that said hello has said bye, and at least as many as
+ * were announced have come: one that is still loading its data when the
+ * trainers finish must not find the server gone. */
 static int evaluators_done(const ps_server *s)
 {
+	if (s->num_evals < s->cfg.num_evaluators)
+		return 0;
 	for (uint32_t k = 0; k < s->num_evals; k++)
 		if (!s->evals[k].done)
 			return 0;

@@ -1,8 +1,9 @@
 /*
  * ps_server: the parameter server's core. It owns one key range of the
  * model's weights, registers workers, answers pulls with the current
- * weights and version, applies every push as it arrives (ASGD) with the
- * server-side optimizer, and measures staleness. Single-threaded: one
+ * weights and version, applies pushes with the server-side optimizer as
+ * they arrive (async, ssp) or combined once per clock (bsp; pulls wait
+ * as docs/CONSISTENCY.md says), and measures staleness. Single-threaded: one
  * event loop receives, validates, applies and replies; no locks.
  */
 #ifndef PS_SERVER_H
@@ -49,6 +50,9 @@ typedef struct ps_server_config {
 	/* After every worker said bye, how long to wait for evaluators to
 	 * fetch the final weights and say bye. */
 	double eval_grace;
+	/* Evaluators to wait for (within eval_grace) after training, even
+	 * if they have not said hello yet. */
+	uint32_t num_evaluators;
 } ps_server_config;
 
 /* Counters of everything the server refused; each is also logged. */
@@ -87,7 +91,8 @@ typedef struct ps_server_stats {
 	uint64_t bsp_steps;        /* combined steps applied (bsp) */
 	uint64_t pulls_waited;     /* pulls held back by bsp/ssp */
 	uint64_t clock_lead_max;   /* max over answered trainer pulls of its
-				    * clock minus the slowest live trainer's */
+				    * clock minus the slowest live trainer's
+				    * (not counting pulls after a stop) */
 } ps_server_stats;
 
 typedef struct ps_server ps_server;

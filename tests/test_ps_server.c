@@ -63,8 +63,12 @@ static ps_model_spec test_spec(void)
 	return m;
 }
 
-static int new_server(ps_server **s, ps_transport *t, uint32_t num_workers,
-		      double lr, double idle_timeout)
+/* Async SGD at lr; then `consistency` ("async", "bsp", "ssp:S"; NULL is
+ * async), the staleness-aware rate and DC-ASGD's lambda. */
+static int new_server_with(ps_server **s, ps_transport *t,
+			   uint32_t num_workers, double lr, double idle_timeout,
+			   const char *consistency, int staleness_lr,
+			   double dc_lambda)
 {
 	ps_server_config cfg;
 	ps_err e = { 0, "" };
@@ -74,7 +78,21 @@ static int new_server(ps_server **s, ps_transport *t, uint32_t num_workers,
 	cfg.optim.kind = PS_OPTIM_SGD;
 	cfg.optim.lr = lr;
 	cfg.idle_timeout = idle_timeout;
+	if (consistency)
+		assert_int_equal(ps_consistency_parse(consistency,
+						      &cfg.consistency,
+						      &cfg.ssp_bound, &e),
+				 PS_OK);
+	cfg.staleness_lr = staleness_lr;
+	cfg.dc_lambda = dc_lambda;
 	return ps_server_new(s, &cfg, t, &e);
+}
+
+static int new_server(ps_server **s, ps_transport *t, uint32_t num_workers,
+		      double lr, double idle_timeout)
+{
+	return new_server_with(s, t, num_workers, lr, idle_timeout, NULL, 0,
+			       0);
 }
 
 static int setup(void **state)
@@ -172,6 +190,21 @@ static ps_msg mk_push(fx *f, uint32_t worker_id, uint64_t base,
 }
 
 /* --- looking at what the server sent ------------------------------------- */
+
+/* The oldest reply not looked at yet: to `to`, decoded into *out. More
+ * may follow it (a push that releases a waiting pull is answered twice). */
+static const fake_sent *take_next_reply(fx *f, const ps_peer *to, ps_msg *out)
+{
+	const fake_sent *r;
+
+	assert_true(fake_transport_count(f->t) > f->seen);
+	r = fake_transport_sent(f->t, f->seen);
+	assert_int_equal(fake_transport_decode(f->t, f->seen, out), PS_OK);
+	f->seen++;
+	assert_true(r->has_peer);
+	assert_true(ps_peer_equal(&r->to, to));
+	return r;
+}
 
 /* The one reply sent since the last look: to `to`, decoded into *out. */
 static const fake_sent *take_reply(fx *f, const ps_peer *to, ps_msg *out)
@@ -1206,6 +1239,432 @@ static void test_server_send_failure_is_counted(void **state)
 	push_ok(f, 1, 2, 0);
 }
 
+/* --- consistency: bsp, ssp, staleness-aware rate, DC-ASGD ---------------- */
+
+/* Replace the fixture's server (nobody has joined it yet) by one with
+ * this consistency and these staleness remedies; NUM_WORKERS, SGD at LR. */
+static void use_server(fx *f, const char *consistency, int staleness_lr,
+		       double dc_lambda)
+{
+	ps_server_destroy(&f->s);
+	assert_int_equal(new_server_with(&f->s, f->t, NUM_WORKERS, LR, 0,
+					 consistency, staleness_lr, dc_lambda),
+			 PS_OK);
+}
+
+/* A push of gradient g from worker `rank` for its clock `clock`: handled
+ * and acknowledged. Returns the ack. */
+static ps_msg push_clock(fx *f, uint32_t rank, uint64_t base, uint64_t clock,
+			 const float *g, uint32_t batch)
+{
+	ps_msg m = mk_push(f, rank + 1, base, 0, NPARAMS, batch), r;
+
+	m.u.push.clock = clock;
+	assert_int_equal(feed(f, &f->peer[rank], &m, g,
+			      NPARAMS * sizeof *g),
+			 PS_OK);
+	take_next_reply(f, &f->peer[rank], &r);
+	assert_int_equal(r.kind, PS_MSG_ACK);
+	assert_int_equal(r.request_id, m.request_id);
+	return r;
+}
+
+/* A pull of the whole model for clock `clock` from worker `rank`, handled;
+ * its answer (if any) is left for the caller to take. Returns the pull. */
+static ps_msg pull_clock(fx *f, uint32_t rank, uint64_t clock)
+{
+	ps_msg m = mk_pull(f, rank + 1, 0, NPARAMS);
+
+	m.u.pull.clock = clock;
+	assert_int_equal(feed(f, &f->peer[rank], &m, NULL, 0), PS_OK);
+	return m;
+}
+
+/* The answer to `pull` sent to worker `rank`: weights of `version` equal
+ * to want[NPARAMS] (and to the server's). */
+static void expect_weights(fx *f, uint32_t rank, const ps_msg *pull,
+			   uint64_t version, const float *want)
+{
+	const fake_sent *rec;
+	ps_msg r;
+
+	rec = take_reply(f, &f->peer[rank], &r);
+	assert_int_equal(r.kind, PS_MSG_WEIGHTS);
+	assert_int_equal(r.request_id, pull->request_id);
+	assert_int_equal(r.u.weights.version, version);
+	assert_int_equal(rec->tensor_len, NPARAMS * sizeof(float));
+	assert_floats_equal((const float *)(const void *)rec->tensor, want,
+			    NPARAMS);
+	assert_floats_equal(weights(f), want, NPARAMS);
+}
+
+static void test_server_consistency_parse(void **state)
+{
+	static const struct {
+		const char *text;
+		enum ps_consistency mode;
+		uint32_t bound;
+	} good[] = {
+		{ "async", PS_CONSISTENCY_ASYNC, 0 },
+		{ "bsp", PS_CONSISTENCY_BSP, 0 },
+		{ "ssp:0", PS_CONSISTENCY_BSP, 0 },
+		{ "ssp:3", PS_CONSISTENCY_SSP, 3 },
+		{ "ssp:1000000", PS_CONSISTENCY_SSP, 1000000 },
+	};
+	static const char *const bad[] = {
+		"ssp", "ssp:", "ssp:-1", "ssp:x", "bs", "", "ssp:3x", "ssp: 3",
+		"ssp:+3", "ssp:1000001", "ssp:99999999999999999999", "BSP",
+		"async ",
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+		enum ps_consistency mode = PS_CONSISTENCY_ASYNC;
+		uint32_t bound = 77;
+		ps_err e = { 0, "" };
+		assert_int_equal(ps_consistency_parse(good[i].text, &mode,
+						      &bound, &e),
+				 PS_OK);
+		assert_int_equal(mode, good[i].mode);
+		assert_int_equal(bound, good[i].bound);
+	}
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		enum ps_consistency mode = PS_CONSISTENCY_ASYNC;
+		uint32_t bound = 0;
+		ps_err e = { 0, "" };
+		if (ps_consistency_parse(bad[i], &mode, &bound, &e) != PS_EINVAL)
+			fail_msg("'%s' was accepted", bad[i]);
+		assert_int_equal(e.code, PS_EINVAL);
+		assert_non_null(strstr(e.msg, "ssp:S"));
+	}
+}
+
+static void test_server_new_rejects_bad_consistency_config(void **state)
+{
+	ps_server_config cfg;
+	ps_server *s = NULL;
+	ps_err e = { 0, "" };
+	fx *f = *state;
+
+	memset(&cfg, 0, sizeof cfg);
+	cfg.num_workers = 2;
+	cfg.optim.lr = 0.5;
+	cfg.consistency = PS_CONSISTENCY_SSP; /* bound 0: that is bsp */
+	assert_int_equal(ps_server_new(&s, &cfg, f->t, &e), PS_EINVAL);
+	assert_null(s);
+	cfg.consistency = PS_CONSISTENCY_ASYNC;
+	cfg.dc_lambda = -0.5;
+	assert_int_equal(ps_server_new(&s, &cfg, f->t, &e), PS_EINVAL);
+	cfg.dc_lambda = NAN;
+	assert_int_equal(ps_server_new(&s, &cfg, f->t, &e), PS_EINVAL);
+	assert_null(s);
+}
+
+/* bsp: a pull for clock 1 waits until every live worker has pushed clock
+ * 0; then one step applies the batch-weighted mean, and the waiting pull
+ * gets its weights. */
+static void test_server_bsp_combines_one_step_per_clock(void **state)
+{
+	fx *f = *state;
+	float w0[NPARAMS], g0[NPARAMS], g1[NPARAMS], want[NPARAMS];
+	ps_server_stats st;
+	ps_msg pull, ack;
+
+	use_server(f, "bsp", 0, 0);
+	join_all(f);
+	memcpy(w0, weights(f), sizeof w0);
+	gradient(g0, NPARAMS, 0);
+	gradient(g1, NPARAMS, 1);
+
+	ack = push_clock(f, 0, 0, 0, g0, 8);
+	assert_int_equal(ack.u.ack.version, 0);
+	assert_int_equal(ack.u.ack.staleness, 0);
+	/* Kept aside, not applied. */
+	assert_floats_equal(weights(f), w0, NPARAMS);
+	assert_int_equal(stats(f).version, 0);
+
+	pull = pull_clock(f, 0, 1);
+	assert_no_reply(f);
+	assert_int_equal(stats(f).pulls_waited, 1);
+
+	/* Worker 1 may still pull clock 0 at once. */
+	{
+		ps_msg p1 = pull_clock(f, 1, 0);
+		expect_weights(f, 1, &p1, 0, w0);
+	}
+
+	/* Batches 8 and 24: shares 1/4 and 3/4, all exact in float. */
+	for (size_t i = 0; i < NPARAMS; i++)
+		want[i] = w0[i] - LR * (0.25f * g0[i] + 0.75f * g1[i]);
+	ack = push_clock(f, 1, 0, 0, g1, 24);
+	assert_int_equal(ack.u.ack.staleness, 0);
+	expect_weights(f, 0, &pull, 1, want);
+
+	st = stats(f);
+	assert_int_equal(st.version, 1);
+	assert_int_equal(st.bsp_steps, 1);
+	assert_int_equal(st.pushes_applied, 2);
+	assert_int_equal(st.samples, 32);
+	assert_int_equal(st.pulls_waited, 1);
+	assert_int_equal(st.rejects_total, 0);
+	/* Every pull answered under bsp has the puller at most one clock
+	 * ahead of the slowest. */
+	assert_true(st.clock_lead_max <= 1);
+}
+
+/* bsp refuses a push for the wrong clock, a second waiting pull of the
+ * same worker, and a push for clock c + 1 before step c was applied (a
+ * trainer with --fetch-every above --push-every: it used to overwrite the
+ * gradient step c still needed, and wedge the run). */
+static void test_server_bsp_refuses_push_before_its_step(void **state)
+{
+	fx *f = *state;
+	float g[NPARAMS];
+	ps_msg m, pull;
+
+	use_server(f, "bsp", 0, 0);
+	join_all(f);
+	gradient(g, NPARAMS, 0);
+
+	m = mk_push(f, 1, 0, 0, NPARAMS, 8);
+	m.u.push.clock = 3;
+	expect_rejected(f, &f->peer[0], &m, g, sizeof g, PS_EPROTO,
+			PS_WIRE_ERR_MALFORMED, REJ(malformed));
+	(void)push_clock(f, 0, 0, 0, g, 8);
+
+	m = mk_push(f, 1, 0, 0, NPARAMS, 8);
+	m.u.push.clock = 1; /* the right clock, but step 0 is not applied */
+	expect_rejected(f, &f->peer[0], &m, g, sizeof g, PS_EPROTO,
+			PS_WIRE_ERR_MALFORMED, REJ(malformed));
+	assert_int_equal(stats(f).pushes_applied, 1);
+
+	/* A part of the range cannot be combined. */
+	m = mk_push(f, 2, 0, 0, 5, 8);
+	expect_rejected(f, &f->peer[1], &m, g, 5 * sizeof(float), PS_EPROTO,
+			PS_WIRE_ERR_MALFORMED, REJ(malformed));
+
+	pull = pull_clock(f, 0, 1);
+	assert_no_reply(f);
+	m = mk_pull(f, 1, 0, NPARAMS);
+	m.u.pull.clock = 1;
+	expect_rejected(f, &f->peer[0], &m, NULL, 0, PS_EPROTO,
+			PS_WIRE_ERR_MALFORMED, REJ(malformed));
+	assert_int_equal(stats(f).pulls_waited, 1);
+
+	/* The first waiting pull is still served when the step comes. */
+	(void)push_clock(f, 1, 0, 0, g, 8);
+	take_reply(f, &f->peer[0], &m);
+	assert_int_equal(m.kind, PS_MSG_WEIGHTS);
+	assert_int_equal(m.request_id, pull.request_id);
+	assert_int_equal(m.u.weights.version, 1);
+	/* Now clock 1 is welcome. */
+	(void)push_clock(f, 0, 1, 1, g, 8);
+	assert_int_equal(stats(f).pushes_applied, 3);
+}
+
+/* A worker's bye releases the others: the step of the clock it will not
+ * push is taken without it, and the waiting pull is answered. */
+static void test_server_bsp_bye_releases_waiting_pull(void **state)
+{
+	fx *f = *state;
+	float w0[NPARAMS], g[NPARAMS], want[NPARAMS];
+	ps_msg m, r, pull;
+
+	use_server(f, "bsp", 0, 0);
+	join_all(f);
+	memcpy(w0, weights(f), sizeof w0);
+	gradient(g, NPARAMS, 2);
+	(void)push_clock(f, 0, 0, 0, g, 8);
+	pull = pull_clock(f, 0, 1);
+	assert_no_reply(f);
+
+	m = mk(f, PS_MSG_BYE, 2);
+	assert_int_equal(feed(f, &f->peer[1], &m, NULL, 0), PS_OK);
+	take_next_reply(f, &f->peer[1], &r);
+	assert_int_equal(r.kind, PS_MSG_BYE);
+	for (size_t i = 0; i < NPARAMS; i++)
+		want[i] = w0[i] - LR * g[i];
+	expect_weights(f, 0, &pull, 1, want);
+	assert_int_equal(stats(f).workers_done, 1);
+
+	/* Alone now: every push is a step, no pull waits. */
+	(void)push_clock(f, 0, 1, 1, g, 8);
+	assert_int_equal(stats(f).version, 2);
+	pull = pull_clock(f, 0, 2);
+	take_reply(f, &f->peer[0], &r);
+	assert_int_equal(r.kind, PS_MSG_WEIGHTS);
+	assert_int_equal(r.u.weights.version, 2);
+	assert_int_equal(stats(f).pulls_waited, 1);
+}
+
+/* An evaluator's early stop releases the pulls bsp/ssp hold back: no push
+ * is applied after it, so they would have waited forever. */
+static void test_server_stop_releases_waiting_pulls(void **state)
+{
+	fx *f = *state;
+	ps_model_spec spec = test_spec();
+	float g[NPARAMS];
+	uint32_t eval_id;
+	ps_msg m, r, pull;
+
+	use_server(f, "bsp", 0, 0);
+	join_all(f);
+	m = mk_hello(f, PS_ROLE_EVALUATOR, 0, &spec);
+	assert_int_equal(feed(f, &f->peer[2], &m, NULL, 0), PS_OK);
+	take_reply(f, &f->peer[2], &r);
+	eval_id = r.u.welcome.worker_id;
+	gradient(g, NPARAMS, 0);
+	(void)push_clock(f, 0, 0, 0, g, 8);
+	pull = pull_clock(f, 0, 1);
+	assert_no_reply(f);
+
+	m = mk(f, PS_MSG_STOP, eval_id);
+	strcpy(m.u.stop.reason, "test");
+	assert_int_equal(feed(f, &f->peer[2], &m, NULL, 0), PS_OK);
+	take_next_reply(f, &f->peer[2], &r);
+	assert_int_equal(r.kind, PS_MSG_ACK);
+	assert_int_equal(r.u.ack.stop, 1);
+	take_reply(f, &f->peer[0], &r);
+	assert_int_equal(r.kind, PS_MSG_WEIGHTS);
+	assert_int_equal(r.request_id, pull.request_id);
+	assert_int_equal(r.u.weights.stop, 1);
+	assert_int_equal(r.u.weights.version, 0);
+	/* And later pulls do not wait either, nor count as a lead. */
+	pull = pull_clock(f, 1, 5);
+	take_reply(f, &f->peer[1], &r);
+	assert_int_equal(r.kind, PS_MSG_WEIGHTS);
+	assert_int_equal(r.u.weights.stop, 1);
+	assert_int_equal(stats(f).clock_lead_max, 0);
+}
+
+/* ssp:1: pushes apply on arrival; a pull waits exactly when answering it
+ * would put its worker more than 1 clock ahead of the slowest live one. */
+static void test_server_ssp_pull_waits_beyond_the_bound(void **state)
+{
+	fx *f = *state;
+	float g[NPARAMS], want[NPARAMS];
+	ps_msg m, r, pull;
+
+	use_server(f, "ssp:1", 0, 0);
+	join_all(f);
+	gradient(g, NPARAMS, 0);
+
+	/* Worker 0 at clock 1, worker 1 at 0: lead 1, answered. */
+	(void)push_clock(f, 0, 0, 0, g, 8);
+	assert_int_equal(stats(f).version, 1);
+	pull = pull_clock(f, 0, 1);
+	take_reply(f, &f->peer[0], &r);
+	assert_int_equal(r.kind, PS_MSG_WEIGHTS);
+	assert_int_equal(stats(f).clock_lead_max, 1);
+
+	/* Clock 2 would be 2 ahead: it waits. */
+	(void)push_clock(f, 0, 1, 1, g, 8);
+	pull = pull_clock(f, 0, 2);
+	assert_no_reply(f);
+	assert_int_equal(stats(f).pulls_waited, 1);
+
+	/* Wrong clocks are refused under ssp too. */
+	m = mk_push(f, 2, 0, 0, NPARAMS, 8);
+	m.u.push.clock = 1;
+	expect_rejected(f, &f->peer[1], &m, g, sizeof g, PS_EPROTO,
+			PS_WIRE_ERR_MALFORMED, REJ(malformed));
+
+	/* Worker 1's push for clock 0 moves the slowest to 1: answered, and
+	 * the lead recorded stays 1. */
+	memcpy(want, weights(f), sizeof want);
+	for (size_t i = 0; i < NPARAMS; i++)
+		want[i] = want[i] - LR * g[i];
+	(void)push_clock(f, 1, 0, 0, g, 8);
+	expect_weights(f, 0, &pull, 3, want);
+	assert_int_equal(stats(f).clock_lead_max, 1);
+
+	/* The slow worker itself never waits. */
+	pull = pull_clock(f, 1, 1);
+	take_reply(f, &f->peer[1], &r);
+	assert_int_equal(r.kind, PS_MSG_WEIGHTS);
+	assert_int_equal(stats(f).pulls_waited, 1);
+	assert_int_equal(stats(f).clock_lead_max, 1);
+}
+
+/* --staleness-lr: a push of staleness tau moves the weights by
+ * lr / max(1, tau) times its gradient (taus 2 and 4: exact in float). */
+static void test_server_staleness_lr_scales_by_one_over_tau(void **state)
+{
+	fx *f = *state;
+	float g[NPARAMS], want[NPARAMS];
+	ps_msg m, r;
+
+	use_server(f, "async", 1, 0);
+	join_all(f);
+	push_ok(f, 0, 0, 0); /* tau 0: full step */
+	push_ok(f, 1, 0, 1); /* tau 1: full step */
+
+	for (int k = 0; k < 2; k++) {
+		uint64_t tau = k == 0 ? 2 : 4;
+		if (k == 1)
+			push_ok(f, 0, 3, 0); /* version 4 */
+		gradient(g, NPARAMS, 5 + k);
+		memcpy(want, weights(f), sizeof want);
+		for (size_t i = 0; i < NPARAMS; i++)
+			want[i] = want[i] - (LR / (float)tau) * g[i];
+		m = mk_push(f, 1, 0, 0, NPARAMS, 8);
+		assert_int_equal(feed(f, &f->peer[0], &m, g, sizeof g), PS_OK);
+		take_reply(f, &f->peer[0], &r);
+		assert_int_equal(r.kind, PS_MSG_ACK);
+		assert_int_equal(r.u.ack.staleness, tau);
+		assert_floats_equal(weights(f), want, NPARAMS);
+	}
+	assert_int_equal(stats(f).staleness_max, 4);
+}
+
+/* DC-ASGD: the push is compensated with the weights its worker last
+ * pulled, g + lambda * g * g * (w_now - w_pulled); a worker that never
+ * pulled counts as having the initial weights (its copy used to be
+ * uninitialized memory). */
+static void test_server_dc_asgd_compensates_by_hand(void **state)
+{
+	fx *f = *state;
+	const float lambda = 0.5f;
+	float w_init[NPARAMS], w1[NPARAMS], g0[NPARAMS], g1[NPARAMS],
+		want[NPARAMS], plain[NPARAMS];
+	const float *w;
+	ps_msg pull;
+	double diff = 0;
+
+	use_server(f, "async", 0, lambda);
+	join_all(f);
+	memcpy(w_init, weights(f), sizeof w_init);
+	pull = pull_clock(f, 0, 0);
+	expect_weights(f, 0, &pull, 0, w_init);
+
+	/* Worker 1 never pulled: w_now = w_init, so no correction. */
+	gradient(g1, NPARAMS, 1);
+	for (size_t i = 0; i < NPARAMS; i++)
+		w1[i] = w_init[i] - LR * g1[i];
+	(void)push_clock(f, 1, 0, 0, g1, 8);
+	assert_floats_equal(weights(f), w1, NPARAMS);
+
+	/* Worker 0 pulled w_init, one update ago. */
+	gradient(g0, NPARAMS, 0);
+	for (size_t i = 0; i < NPARAMS; i++) {
+		float c = g0[i] + lambda * g0[i] * g0[i] * (w1[i] - w_init[i]);
+		want[i] = w1[i] - LR * c;
+		plain[i] = w1[i] - LR * g0[i];
+	}
+	(void)push_clock(f, 0, 0, 0, g0, 8);
+	w = weights(f);
+	for (size_t i = 0; i < NPARAMS; i++) {
+		/* The same float operations in the same order; allow one
+		 * rounding of slack in case a compiler fuses them. */
+		if (fabsf(w[i] - want[i]) > 1e-6f * (1.0f + fabsf(want[i])))
+			fail_msg("index %zu: got %.9g, want %.9g", i,
+				 (double)w[i], (double)want[i]);
+		diff += fabs((double)w[i] - (double)plain[i]);
+	}
+	/* ... and the correction did change the update. */
+	assert_true(diff > 1e-3);
+}
+
 /* --- construction, the loop, the report ----------------------------------- */
 
 static void test_server_new_rejects_bad_config(void **state)
@@ -1268,6 +1727,46 @@ static void test_server_run_stops_and_times_out(void **state)
 		take_reply(f, &f->peer[k], &r);
 	}
 	assert_int_equal(ps_server_run(f->s, &stop, &e), PS_OK);
+}
+
+/* An announced evaluator that has not connected when the trainers finish
+ * keeps the server up for eval_grace: it must not find the server gone
+ * (seen when trainers finished in 25 ms, before the evaluator's hello). */
+static void test_server_waits_for_announced_evaluator(void **state)
+{
+	fx *f = *state;
+	ps_server *s = NULL;
+	ps_server_config cfg;
+	volatile int stop = 0;
+	ps_err e = { 0, "" };
+	ps_model_spec spec = test_spec();
+	double t0;
+	ps_msg m;
+
+	memset(&cfg, 0, sizeof cfg);
+	cfg.num_workers = 1;
+	cfg.optim.lr = LR;
+	cfg.eval_grace = 0.3;
+	cfg.num_evaluators = 1;
+	assert_int_equal(ps_server_new(&s, &cfg, f->t, &e), PS_OK);
+	m = mk_hello(f, PS_ROLE_WORKER, 0, &spec);
+	{
+		uint8_t buf[PS_WIRE_HEAD_MAX];
+		size_t len = 0;
+		ps_frame fr = { f->peer[0], buf, 0, NULL, 0 };
+		assert_int_equal(ps_wire_encode(&m, buf, sizeof buf, &len), PS_OK);
+		fr.head_len = len;
+		assert_int_equal(ps_server_handle(s, &fr), PS_OK);
+		m = mk(f, PS_MSG_BYE, 1);
+		assert_int_equal(ps_wire_encode(&m, buf, sizeof buf, &len), PS_OK);
+		fr.head_len = len;
+		assert_int_equal(ps_server_handle(s, &fr), PS_OK);
+	}
+	assert_true(ps_server_training_done(s));
+	t0 = ps_now();
+	assert_int_equal(ps_server_run(s, &stop, &e), PS_OK);
+	assert_true(ps_now() - t0 >= 0.29);
+	ps_server_destroy(&s);
 }
 
 static void test_server_stats_json_has_the_figures(void **state)
@@ -1351,7 +1850,17 @@ int main(void)
 		T(test_server_new_rejects_bad_config),
 		T(test_server_destroy_accepts_null),
 		T(test_server_run_stops_and_times_out),
+		T(test_server_waits_for_announced_evaluator),
 		T(test_server_stats_json_has_the_figures),
+		T(test_server_consistency_parse),
+		T(test_server_new_rejects_bad_consistency_config),
+		T(test_server_bsp_combines_one_step_per_clock),
+		T(test_server_bsp_refuses_push_before_its_step),
+		T(test_server_bsp_bye_releases_waiting_pull),
+		T(test_server_stop_releases_waiting_pulls),
+		T(test_server_ssp_pull_waits_beyond_the_bound),
+		T(test_server_staleness_lr_scales_by_one_over_tau),
+		T(test_server_dc_asgd_compensates_by_hand),
 	};
 #undef T
 

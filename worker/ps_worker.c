@@ -18,12 +18,10 @@
 #include "ps_dataset.h"
 #include "ps_log.h"
 #include "ps_model.h"
-#include "ps_rng.h"
+#include "ps_plan.h"
 
-/* Build the model spec the server must agree on from the options and the
- * data. */
-static int make_spec(const ps_worker_config *cfg, const ps_dataset *d,
-		     ps_model_spec *spec, ps_err *e)
+int ps_worker_model_spec(const ps_worker_config *cfg, const ps_dataset *d,
+			 ps_model_spec *spec, ps_err *e)
 {
 	memset(spec, 0, sizeof *spec);
 	if (strlen(cfg->model) >= sizeof spec->name)
@@ -62,12 +60,6 @@ static int make_spec(const ps_worker_config *cfg, const ps_dataset *d,
 	return PS_OK;
 }
 
-/* Rows at the end of the training data kept for validation. */
-static size_t held_out(size_t n, double fraction)
-{
-	return fraction > 0 ? (size_t)((double)n * fraction) : 0;
-}
-
 /* Load data and model and say hello. */
 static int setup(const ps_worker_config *cfg, enum ps_role role,
 		 ps_dataset **data, ps_model **model, ps_client **client,
@@ -79,7 +71,7 @@ static int setup(const ps_worker_config *cfg, enum ps_role role,
 	rc = ps_dataset_open(data, cfg->data, e);
 	if (rc != PS_OK)
 		return rc;
-	rc = make_spec(cfg, *data, &spec, e);
+	rc = ps_worker_model_spec(cfg, *data, &spec, e);
 	if (rc == PS_OK)
 		rc = ps_model_new(model, &spec, e);
 	if (rc == PS_OK)
@@ -136,7 +128,7 @@ int ps_worker_check(const ps_worker_config *cfg, ps_err *e)
 	int rc = ps_dataset_open(&data, cfg->data, e);
 
 	if (rc == PS_OK)
-		rc = make_spec(cfg, data, &spec, e);
+		rc = ps_worker_model_spec(cfg, data, &spec, e);
 	if (rc == PS_OK)
 		rc = ps_model_new(&model, &spec, e);
 	if (rc == PS_OK && cfg->val_data) {
@@ -148,7 +140,8 @@ int ps_worker_check(const ps_worker_config *cfg, ps_err *e)
 					data->dim);
 	}
 	if (rc == PS_OK && cfg->val_fraction > 0 &&
-	    held_out(cfg->val_data ? val->n : data->n, cfg->val_fraction) == 0)
+	    ps_plan_held_out(cfg->val_data ? val->n : data->n,
+			     cfg->val_fraction) == 0)
 		rc = ps_err_set(e, PS_EINVAL,
 				"--val-fraction %g holds out no row", cfg->val_fraction);
 	if (rc == PS_OK)
@@ -163,13 +156,15 @@ int ps_worker_check(const ps_worker_config *cfg, ps_err *e)
 
 int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 {
-	ps_dataset *all = NULL, *shard = NULL;
+	ps_dataset *all = NULL;
+	ps_plan *plan = NULL;
+	ps_plan_config pc;
+	ps_plan_batch batch;
 	ps_model *model = NULL;
 	ps_client *client = NULL;
 	ps_msg_welcome welcome;
 	float *w = NULL, *g = NULL, *bx = NULL, *by = NULL;
-	uint32_t *order = NULL;
-	size_t begin, end, n, dim;
+	size_t begin, end, dim;
 	uint64_t version = 0, steps = 0, samples = 0;
 	double t0, last_report, loss_sum = 0;
 	uint64_t loss_n = 0, clipped_norm = 0, clipped_value = 0;
@@ -177,23 +172,24 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 	float *acc = NULL;
 	uint32_t acc_batch = 0, acc_steps = 0;
 	double acc_loss = 0;
-	ps_rng rng;
 	int rc;
 
 	rc = setup(cfg, PS_ROLE_WORKER, &all, &model, &client, &welcome, e);
 	if (rc != PS_OK)
 		goto out;
-	ps_dataset_shard_range(all->n - held_out(all->n, cfg->val_fraction),
-			       cfg->rank, cfg->num_workers, &begin, &end);
-	rc = ps_dataset_slice(&shard, all, begin, end);
-	if (rc != PS_OK) {
-		ps_err_set(e, rc, "cannot cut shard %u of %u", cfg->rank,
-			   cfg->num_workers);
+	pc = (ps_plan_config){.rows = all->n,
+			      .val_fraction = cfg->val_fraction,
+			      .rank = cfg->rank,
+			      .num_workers = cfg->num_workers,
+			      .seed = cfg->seed,
+			      .batch = cfg->batch,
+			      .epochs = cfg->epochs};
+	rc = ps_plan_new(&plan, &pc, e);
+	if (rc != PS_OK)
 		goto out;
-	}
-	n = shard->n;
-	dim = shard->dim;
-	if (n == 0) {
+	ps_plan_shard(plan, &begin, &end);
+	dim = all->dim;
+	if (begin == end) {
 		ps_log_warn("shard %u of %u is empty: nothing to train on",
 			    cfg->rank, cfg->num_workers);
 	}
@@ -201,17 +197,12 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 	g = malloc(welcome.num_params * sizeof *g);
 	bx = malloc((size_t)cfg->batch * dim * sizeof *bx);
 	by = malloc((size_t)cfg->batch * sizeof *by);
-	order = malloc((n ? n : 1) * sizeof *order);
 	if (cfg->push_every > 1)
 		acc = calloc(welcome.num_params, sizeof *acc);
-	if (!w || !g || !bx || !by || !order || (cfg->push_every > 1 && !acc)) {
+	if (!w || !g || !bx || !by || (cfg->push_every > 1 && !acc)) {
 		rc = ps_err_set(e, PS_ENOMEM, "out of memory");
 		goto out;
 	}
-	for (size_t i = 0; i < n; i++)
-		order[i] = (uint32_t)i;
-	/* Each rank shuffles its own shard with its own stream. */
-	ps_rng_seed(&rng, cfg->seed ^ (0x9e3779b97f4a7c15ULL * (cfg->rank + 1)));
 	ps_log_info("rank %u of %u: rows [%zu, %zu) of %s, %u epochs, batch %u",
 		    cfg->rank, cfg->num_workers, begin, end, cfg->data,
 		    cfg->epochs, cfg->batch);
@@ -221,98 +212,89 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 	if (rc != PS_OK)
 		goto out;
 	t0 = last_report = ps_now();
-	for (uint32_t epoch = 0; epoch < cfg->epochs && n > 0; epoch++) {
-		ps_rng_shuffle(&rng, order, n);
-		for (size_t at = 0; at < n; at += cfg->batch) {
-			size_t b = n - at < cfg->batch ? n - at : cfg->batch;
-			double loss;
-			if (cfg->stop && *cfg->stop) {
-				rc = ps_err_set(e, PS_EINTR, "stopped by a signal");
-				goto out;
-			}
-			for (size_t i = 0; i < b; i++) {
-				size_t row = order[at + i];
-				memcpy(bx + i * dim, shard->x + row * dim,
-				       dim * sizeof *bx);
-				by[i] = shard->y[row];
-			}
-			rc = ps_model_loss_grad(model, w, bx, by, b, g, &loss);
-			if (rc != PS_OK) {
-				ps_err_set(e, rc, "gradient failed: %s",
-					   ps_strerror(rc));
-				goto out;
-			}
-			if (cfg->clip_value > 0 &&
-			    ps_clip_value(g, welcome.num_params,
-					  cfg->clip_value) > 0)
-				clipped_value++;
-			if (cfg->clip_norm > 0 &&
-			    ps_clip_norm(g, welcome.num_params,
-					 cfg->clip_norm) > cfg->clip_norm)
-				clipped_norm++;
-			if (cfg->step_delay > 0)
-				sleep_seconds(cfg->step_delay);
-			steps++;
-			samples += b;
-			if (acc) {
-				/* Downpour: push the sum of push_every
-				 * gradients, computed from the weights of
-				 * the oldest. */
-				if (acc_steps == 0)
-					acc_version = version;
-				for (size_t i = 0; i < welcome.num_params; i++)
-					acc[i] += g[i];
-				acc_batch += (uint32_t)b;
-				acc_loss += loss;
-				if (++acc_steps == cfg->push_every) {
-					rc = push_sum(client, acc, welcome.num_params,
-						      acc_version, &acc_batch,
-						      &acc_steps, &acc_loss,
-						      &pushes, e);
-					if (rc != PS_OK)
-						goto out;
-				}
-			} else {
-				rc = ps_client_push(client, g, 0,
-						    welcome.num_params, version,
-						    (uint32_t)b, (float)loss,
-						    pushes, e);
-				if (rc != PS_OK)
-					goto out;
-				pushes++;
-			}
-			/* The clock of a pull is the pushes made so far:
-			 * under bsp/ssp the server answers when the others
-			 * have caught up. */
-			if (steps % cfg->fetch_every == 0) {
-				rc = ps_client_pull(client, w, 0,
-						    welcome.num_params, pushes,
-						    &version, NULL, e);
+	while (ps_plan_next(plan, &batch)) {
+		size_t b = batch.count;
+		double loss;
+		if (cfg->stop && *cfg->stop) {
+			rc = ps_err_set(e, PS_EINTR, "stopped by a signal");
+			goto out;
+		}
+		ps_plan_gather(all, &batch, bx, by);
+		rc = ps_model_loss_grad(model, w, bx, by, b, g, &loss);
+		if (rc != PS_OK) {
+			ps_err_set(e, rc, "gradient failed: %s",
+				   ps_strerror(rc));
+			goto out;
+		}
+		if (cfg->clip_value > 0 &&
+		    ps_clip_value(g, welcome.num_params,
+				  cfg->clip_value) > 0)
+			clipped_value++;
+		if (cfg->clip_norm > 0 &&
+		    ps_clip_norm(g, welcome.num_params,
+				 cfg->clip_norm) > cfg->clip_norm)
+			clipped_norm++;
+		if (cfg->step_delay > 0)
+			sleep_seconds(cfg->step_delay);
+		steps++;
+		samples += b;
+		if (acc) {
+			/* Downpour: push the sum of push_every gradients,
+			 * computed from the weights of the oldest. */
+			if (acc_steps == 0)
+				acc_version = version;
+			for (size_t i = 0; i < welcome.num_params; i++)
+				acc[i] += g[i];
+			acc_batch += (uint32_t)b;
+			acc_loss += loss;
+			if (++acc_steps == cfg->push_every) {
+				rc = push_sum(client, acc, welcome.num_params,
+					      acc_version, &acc_batch,
+					      &acc_steps, &acc_loss,
+					      &pushes, e);
 				if (rc != PS_OK)
 					goto out;
 			}
-			if (cfg->crash_after && steps >= cfg->crash_after) {
-				ps_log_error("crashing on purpose after %" PRIu64
-					     " steps (--crash-after)", steps);
-				_exit(3);
-			}
-			if (ps_client_stopped(client))
-				goto stopped;
-			if (isfinite(loss)) {
-				loss_sum += loss;
-				loss_n++;
-			}
-			if (ps_now() - last_report >= cfg->progress_every) {
-				double now = ps_now();
-				ps_log_info("epoch %u/%u  step %" PRIu64
-					    "  loss %.4f  %.0f samples/s",
-					    epoch + 1, cfg->epochs, steps,
-					    loss_n ? loss_sum / (double)loss_n : NAN,
-					    (double)samples / (now - t0));
-				loss_sum = 0;
-				loss_n = 0;
-				last_report = now;
-			}
+		} else {
+			rc = ps_client_push(client, g, 0,
+					    welcome.num_params, version,
+					    (uint32_t)b, (float)loss,
+					    pushes, e);
+			if (rc != PS_OK)
+				goto out;
+			pushes++;
+		}
+		/* The clock of a pull is the pushes made so far: under
+		 * bsp/ssp the server answers when the others have caught
+		 * up. */
+		if (steps % cfg->fetch_every == 0) {
+			rc = ps_client_pull(client, w, 0,
+					    welcome.num_params, pushes,
+					    &version, NULL, e);
+			if (rc != PS_OK)
+				goto out;
+		}
+		if (cfg->crash_after && steps >= cfg->crash_after) {
+			ps_log_error("crashing on purpose after %" PRIu64
+				     " steps (--crash-after)", steps);
+			_exit(3);
+		}
+		if (ps_client_stopped(client))
+			goto stopped;
+		if (isfinite(loss)) {
+			loss_sum += loss;
+			loss_n++;
+		}
+		if (ps_now() - last_report >= cfg->progress_every) {
+			double now = ps_now();
+			ps_log_info("epoch %u/%u  step %" PRIu64
+				    "  loss %.4f  %.0f samples/s",
+				    batch.epoch + 1, cfg->epochs, steps,
+				    loss_n ? loss_sum / (double)loss_n : NAN,
+				    (double)samples / (now - t0));
+			loss_sum = 0;
+			loss_n = 0;
+			last_report = now;
 		}
 	}
 	if (acc && acc_steps > 0) {
@@ -350,10 +332,9 @@ out:
 	free(g);
 	free(bx);
 	free(by);
-	free(order);
+	ps_plan_destroy(&plan);
 	ps_client_destroy(&client);
 	ps_model_destroy(&model);
-	ps_dataset_destroy(&shard);
 	ps_dataset_destroy(&all);
 	return rc;
 }
@@ -385,7 +366,7 @@ static int val_open(val_watch *v, const ps_worker_config *cfg, size_t n,
 
 	if (rc != PS_OK)
 		return rc;
-	hold = held_out(v->all->n, cfg->val_fraction);
+	hold = ps_plan_held_out(v->all->n, cfg->val_fraction);
 	if (hold == 0)
 		return ps_err_set(e, PS_EINVAL,
 				  "--val-fraction %g of %zu rows holds out nothing",
@@ -534,9 +515,13 @@ int ps_worker_evaluate(const ps_worker_config *cfg, ps_err *e)
 			printf("  test_acc %.4f", ev.accuracy);
 		if (val.rows && !done)
 			printf("  val_loss %.4f", vev.loss);
-		printf("%s\n", done ? (st.stop ? "  (final: stopped early, best weights)"
-						 : "  (final)")
-				     : "");
+		/* The server holds the best weights only if this evaluator
+		 * handed it some: none when no validation loss was finite. */
+		printf("%s\n", !done ? ""
+			       : !st.stop ? "  (final)"
+			       : val.asked_stop && isfinite(val.best_loss)
+				       ? "  (final: stopped early, best weights)"
+				       : "  (final: stopped early)");
 		fflush(stdout);
 		if (metrics) {
 			fprintf(metrics,

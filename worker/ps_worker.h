@@ -10,7 +10,9 @@
 
 #include <stdint.h>
 
+#include "ps_dataset.h"
 #include "ps_error.h"
+#include "ps_model.h"
 
 typedef struct ps_worker_config {
 	const char *endpoint;   /* server to connect to */
@@ -44,6 +46,14 @@ typedef struct ps_worker_config {
 				 * without a bye; 0: never */
 	volatile int *stop;     /* set non-zero to stop early */
 } ps_worker_config;
+
+/* The model spec every client must agree on, from cfg's model, hidden,
+ * activation, classes and seed and the data d (input_dim from d; classes
+ * from d unless cfg->classes). Errors: PS_EINVAL (a name too long, a
+ * classifier on regression data, logistic on data without two classes;
+ * e->msg says which). */
+int ps_worker_model_spec(const ps_worker_config *cfg, const ps_dataset *d,
+			 ps_model_spec *spec, ps_err *e) PS_WUR;
 
 /* Train on shard `rank` of `num_workers` of the training rows (all but
  * the last val_fraction) until `epochs` are done or the server says stop,
