@@ -1,8 +1,8 @@
 /*
- * ps_transport: dispatch to the backend chosen by the endpoint. Every
- * endpoint form today (tcp://, ipc://) belongs to ZeroMQ. inproc:// is not
- * offered: each transport has its own ZeroMQ context, and inproc only
- * connects sockets of one context.
+ * ps_transport: dispatch to the backend chosen by the endpoint: tcp://
+ * and ipc:// belong to ZeroMQ, mpi:// to MPI. inproc:// is not offered:
+ * each transport has its own ZeroMQ context, and inproc only connects
+ * sockets of one context.
  */
 #include "ps_transport.h"
 
@@ -38,9 +38,10 @@ static int tcp_port_ok(const char *endpoint)
 static int check_endpoint(const char *endpoint, ps_err *e)
 {
 	if (!endpoint || (strncmp(endpoint, "tcp://", 6) != 0 &&
-			  strncmp(endpoint, "ipc://", 6) != 0))
+			  strncmp(endpoint, "ipc://", 6) != 0 &&
+			  strncmp(endpoint, "mpi://", 6) != 0))
 		return ps_err_set(e, PS_EINVAL,
-				  "endpoint '%s': expected tcp://HOST:PORT or ipc://PATH",
+				  "endpoint '%s': expected tcp://HOST:PORT, ipc://PATH or mpi://RANK",
 				  endpoint ? endpoint : "(null)");
 	if (strncmp(endpoint, "tcp://", 6) == 0 && !tcp_port_ok(endpoint))
 		return ps_err_set(e, PS_EINVAL,
@@ -60,6 +61,8 @@ int ps_transport_listen(ps_transport **out, const char *endpoint,
 	rc = check_endpoint(endpoint, e);
 	if (rc != PS_OK)
 		return rc;
+	if (strncmp(endpoint, "mpi://", 6) == 0)
+		return ps_transport_mpi_listen(out, endpoint, opts, e);
 	return ps_transport_zmq_listen(out, endpoint, opts, e);
 }
 
@@ -74,6 +77,8 @@ int ps_transport_connect(ps_transport **out, const char *endpoint,
 	rc = check_endpoint(endpoint, e);
 	if (rc != PS_OK)
 		return rc;
+	if (strncmp(endpoint, "mpi://", 6) == 0)
+		return ps_transport_mpi_connect(out, endpoint, opts, e);
 	return ps_transport_zmq_connect(out, endpoint, opts, e);
 }
 

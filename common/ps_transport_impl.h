@@ -26,4 +26,12 @@ int ps_transport_zmq_listen(ps_transport **out, const char *endpoint,
 int ps_transport_zmq_connect(ps_transport **out, const char *endpoint,
 			     const ps_transport_opts *opts, ps_err *e);
 
+/* MPI backend (ps_transport_mpi.c): "mpi://R" connects to rank R; the
+ * endpoint "mpi://" followed by '*' listens for any rank. Initializes MPI
+ * if needed. */
+int ps_transport_mpi_listen(ps_transport **out, const char *endpoint,
+			    const ps_transport_opts *opts, ps_err *e);
+int ps_transport_mpi_connect(ps_transport **out, const char *endpoint,
+			     const ps_transport_opts *opts, ps_err *e);
+
 #endif

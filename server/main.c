@@ -11,6 +11,8 @@
 #include <cblas.h>
 
 #include "ps_cli.h"
+#include "ps_cluster.h"
+#include "ps_mpi.h"
 #include "ps_log.h"
 #include "ps_modelfile.h"
 #include "ps_server.h"
@@ -41,16 +43,43 @@ static int write_file_atomic(const char *path, const char *text)
 	return 0;
 }
 
+/* The endpoint workers should use: the bound one, with its host replaced
+ * by `host` when given (tcp only). */
+static int advertised_endpoint(const char *bound, const char *host,
+			       char *out, size_t len, ps_err *e)
+{
+	const char *port;
+
+	if (!host) {
+		snprintf(out, len, "%s", bound);
+		return PS_OK;
+	}
+	port = strrchr(bound, ':');
+	if (strncmp(bound, "tcp://", 6) != 0 || !port)
+		return ps_err_set(e, PS_EINVAL,
+				  "--advertise applies to tcp endpoints, not %s",
+				  bound);
+	if ((size_t)snprintf(out, len, "tcp://%s%s", host, port) >= len)
+		return ps_err_set(e, PS_EINVAL, "--advertise: host name too long");
+	return PS_OK;
+}
+
 int main(int argc, char **argv)
 {
-	const char *listen = "tcp://127.0.0.1:5555";
+	const char *listen = NULL, *advertise = NULL;
+	int transport = 0;
+	static const char *const transports[] = {"zmq", "mpi", NULL};
 	const char *endpoint_file = NULL, *model_out = NULL, *stats_out = NULL;
 	int check = 0;
+	ps_cluster cluster;
+	int in_cluster = 0;
+	char published[300];
 	const char *consistency = "async";
 	int staleness_lr = 0;
 	double dc_lambda = 0;
-	int workers = 1, optimizer = 0, level = 2;
+	int workers = 0, optimizer = 0, level = 2;
 	double lr = 0.1, idle_timeout = 120, eval_grace = 30;
+	int evaluators = 0;
 	double decay_steps = 1000, gamma = 0.5, warmup = 0;
 	double momentum = 0.9, beta1 = 0.9, beta2 = 0.999, eps = 1e-8,
 	       rho = 0.9, weight_decay = 0, l1 = 0;
@@ -62,15 +91,24 @@ int main(int argc, char **argv)
 	static const char *const levels[] = {"error", "warn", "info", "debug",
 					     NULL};
 	const ps_cli_opt opts[] = {
+		{"transport", PS_CLI_CHOICE, &transport, "NAME",
+		 "zmq (tcp:// or ipc://), or mpi (under mpirun: MPI point-to-point)",
+		 0, -1, transports},
 		{"listen", PS_CLI_STRING, &listen, "ENDPOINT",
-		 "where to listen: tcp://HOST:PORT (PORT * picks a free one) or ipc://PATH",
+		 "where to listen: tcp://HOST:PORT (PORT * picks a free one) or ipc://PATH "
+		 "(default tcp://127.0.0.1:5555; under mpirun tcp://127.0.0.1:*)",
+		 0, -1, NULL},
+		{"advertise", PS_CLI_STRING, &advertise, "HOST",
+		 "the host name workers use to reach a tcp endpoint bound to another "
+		 "address (e.g. --listen tcp://0.0.0.0:* --advertise node1)",
 		 0, -1, NULL},
 		{"endpoint-file", PS_CLI_STRING, &endpoint_file, "PATH",
 		 "write the endpoint actually bound here once listening", 0, -1,
 		 NULL},
 		{"workers", PS_CLI_INT, &workers, "N",
-		 "training workers to expect; the run ends when all said bye",
-		 1, 65535, NULL},
+		 "training workers to expect; the run ends when all said bye "
+		 "(0: 1, or under mpirun the number of trainer ranks)",
+		 0, 65535, NULL},
 		{"optimizer", PS_CLI_CHOICE, &optimizer, "NAME",
 		 "server-side optimizer; state per weight: none (sgd), 1 float "
 		 "(momentum, nesterov, adagrad, rmsprop), 2 floats (adam, adamw)",
@@ -118,6 +156,10 @@ int main(int argc, char **argv)
 		{"idle-timeout", PS_CLI_DOUBLE, &idle_timeout, "SECONDS",
 		 "give up (exit 1) after this long without any message; 0 waits forever",
 		 0, 1e9, NULL},
+		{"evaluators", PS_CLI_INT, &evaluators, "N",
+		 "evaluators to wait for after training (within --eval-grace), even "
+		 "if they have not connected yet; under mpirun the job's evaluator ranks",
+		 0, 16, NULL},
 		{"eval-grace", PS_CLI_DOUBLE, &eval_grace, "SECONDS",
 		 "after training, how long evaluators may take to fetch the final weights",
 		 0, 1e6, NULL},
@@ -174,7 +216,6 @@ int main(int argc, char **argv)
 	max_message = (int64_t)(max_message_mb * 1024 * 1024);
 	topts.max_message = max_message;
 	topts.linger_ms = 1000;
-	cfg.num_workers = (uint32_t)workers;
 	cfg.optim.kind = (enum ps_optim_kind)optimizer;
 	cfg.optim.lr = lr;
 	cfg.optim.schedule = (enum ps_lr_schedule)schedule;
@@ -211,8 +252,52 @@ int main(int argc, char **argv)
 	}
 	cfg.idle_timeout = idle_timeout;
 	cfg.eval_grace = eval_grace;
+	cfg.num_evaluators = (uint32_t)evaluators;
+
+	if (ps_mpi_launched()) {
+		/* Under mpirun the job itself says how many trainers there
+		 * are and tells them where this server is. */
+		rc = ps_cluster_join(&cluster, PS_CLUSTER_SERVER, &e);
+		if (rc != PS_OK) {
+			fprintf(stderr, "ps-server: %s\n", e.msg);
+			goto out;
+		}
+		in_cluster = 1;
+		if (workers && (uint32_t)workers != cluster.num_trainers)
+			ps_log_warn("--workers %d ignored: the job has %u trainer ranks",
+				    workers, cluster.num_trainers);
+		workers = (int)cluster.num_trainers;
+		cfg.num_evaluators = cluster.num_evaluators;
+		if (transport == 1)
+			listen = "mpi://*";
+		else if (!listen)
+			listen = "tcp://127.0.0.1:*";
+	} else if (transport == 1 ||
+		   (listen && strncmp(listen, "mpi://", 6) == 0)) {
+		fprintf(stderr, "ps-server: --transport mpi needs a job started by mpirun\n");
+		status = 2;
+		goto out;
+	}
+	if (!listen)
+		listen = "tcp://127.0.0.1:5555";
+	if (!workers)
+		workers = 1;
+	cfg.num_workers = (uint32_t)workers;
 
 	rc = ps_transport_listen(&t, listen, &topts, &e);
+	if (rc == PS_OK)
+		rc = advertised_endpoint(ps_transport_endpoint(t), advertise,
+					 published, sizeof published, &e);
+	if (in_cluster) {
+		/* Every rank waits in this exchange: take part even after a
+		 * failure (publishing "") so that nobody hangs. */
+		char unused[300];
+		int rc2 = ps_cluster_share_endpoint(
+			&cluster, rc == PS_OK ? published : "", unused,
+			sizeof unused, rc == PS_OK ? &e : NULL);
+		if (rc == PS_OK)
+			rc = rc2;
+	}
 	if (rc != PS_OK) {
 		fprintf(stderr, "ps-server: %s\n", e.msg);
 		goto out;
@@ -222,13 +307,13 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ps-server: %s\n", e.msg);
 		goto out;
 	}
-	ps_log_info("listening on %s for %d worker(s); optimizer %s",
-		    ps_transport_endpoint(t), workers,
+	ps_log_info("listening on %s for %d worker(s), %s; optimizer %s",
+		    published, workers, consistency,
 		    ps_optim_describe(&cfg.optim, optim_desc,
 				      sizeof optim_desc));
 	if (endpoint_file) {
-		char line[300];
-		snprintf(line, sizeof line, "%s\n", ps_transport_endpoint(t));
+		char line[sizeof published + 2];
+		snprintf(line, sizeof line, "%s\n", published);
 		if (write_file_atomic(endpoint_file, line) != 0) {
 			fprintf(stderr, "ps-server: cannot write %s\n",
 				endpoint_file);
@@ -291,5 +376,9 @@ int main(int argc, char **argv)
 out:
 	ps_server_destroy(&s);
 	ps_transport_destroy(&t);
+	/* On failure under mpirun, skip MPI_Finalize: mpirun then ends the
+	 * whole job instead of waiting for this rank. */
+	if (in_cluster && status == 0)
+		ps_cluster_leave();
 	return status;
 }

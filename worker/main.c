@@ -9,6 +9,8 @@
 #include <cblas.h>
 
 #include "ps_cli.h"
+#include "ps_cluster.h"
+#include "ps_mpi.h"
 #include "ps_log.h"
 #include "ps_worker.h"
 
@@ -40,6 +42,9 @@ int main(int argc, char **argv)
 	const char *val_data = NULL;
 	int patience = 0;
 	int check = 0;
+	ps_cluster cluster;
+	int in_cluster = 0;
+	char mpi_endpoint[300] = "";
 	uint64_t crash_after = 0;
 	int fetch_every = 1, push_every = 1;
 	double step_delay_ms = 0;
@@ -154,6 +159,29 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ps-worker: %s\n", e.msg);
 		return 2;
 	}
+	if (!check && ps_mpi_launched()) {
+		/* Under mpirun the job says who trains which shard and where
+		 * the server is; --rank, --workers and --connect are not
+		 * needed. */
+		rc = ps_cluster_join(&cluster,
+				     role == 0 ? PS_CLUSTER_TRAINER
+					       : PS_CLUSTER_EVALUATOR,
+				     &e);
+		if (rc == PS_OK)
+			rc = ps_cluster_share_endpoint(&cluster, "", mpi_endpoint,
+						       sizeof mpi_endpoint, &e);
+		if (rc == PS_OK && mpi_endpoint[0] == '\0')
+			rc = ps_err_set(&e, PS_ETRANSPORT,
+					"the server rank failed to start");
+		if (rc != PS_OK) {
+			fprintf(stderr, "ps-worker: %s\n", e.msg);
+			return 1;
+		}
+		in_cluster = 1;
+		rank = (int)cluster.trainer_index;
+		workers = (int)cluster.num_trainers;
+		endpoint = mpi_endpoint;
+	}
 	if (role == 0)
 		snprintf(tag, sizeof tag, "worker %d", rank);
 	else
@@ -206,8 +234,12 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (rc != PS_OK) {
+		/* Under mpirun, exit without MPI_Finalize: mpirun then ends
+		 * the whole job instead of waiting for this rank. */
 		ps_log_error("%s", e.msg);
 		return 1;
 	}
+	if (in_cluster)
+		ps_cluster_leave();
 	return 0;
 }

@@ -141,7 +141,7 @@ def wait_for(cond, seconds, what, proc=None, interval=0.02):
 
 
 def _proc_table():
-    """{pid: (ppid, pgrp, state, cmdline)} of every live process."""
+    """{pid: (ppid, pgrp, state, cmdline, session)} of every live process."""
     table = {}
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -153,8 +153,9 @@ def _proc_table():
                 cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
         except OSError:
             continue  # gone meanwhile
-        # after the command name: state ppid pgrp ...
-        table[int(d)] = (int(fields[1]), int(fields[2]), fields[0], cmd.strip())
+        # after the command name: state ppid pgrp session ...
+        table[int(d)] = (int(fields[1]), int(fields[2]), fields[0], cmd.strip(),
+                         int(fields[3]))
     return table
 
 
@@ -164,7 +165,7 @@ def descendants(pid):
     found, todo = [], [pid]
     while todo:
         parent = todo.pop()
-        kids = [q for q, (pp, _, st, _) in table.items() if pp == parent and st != b"Z"]
+        kids = [q for q, (pp, _, st, _, _) in table.items() if pp == parent and st != b"Z"]
         found += kids
         todo += kids
     return found
@@ -173,13 +174,15 @@ def descendants(pid):
 def stragglers():
     """(pid, cmdline) of the live processes this test started, directly or
     not, other than itself. The runner makes each test the leader of its
-    own process group, which every process it starts joins (and stays in
-    when its parent dies); outside the runner, the live descendants."""
+    own session and process group, which every process it starts joins
+    (and stays in when its parent dies); mpirun moves each rank into a
+    process group of its own, but not out of the session. Outside the
+    runner, the live descendants."""
     me = os.getpid()
     table = _proc_table()
     if os.getpgrp() == me:
-        pids = [q for q, (_, pg, st, _) in table.items()
-                if pg == me and q != me and st != b"Z"]
+        pids = [q for q, (_, pg, st, _, sid) in table.items()
+                if (pg == me or sid == me) and q != me and st != b"Z"]
     else:
         pids = descendants(me)
     return [(q, table[q][3]) for q in pids if q in table]

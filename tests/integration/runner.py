@@ -90,8 +90,10 @@ def run_one(target):
 
 
 def group_members(pgid, leader):
-    """(pid, cmdline) of live processes in process group pgid, leader
-    excluded (it has exited but is not reaped yet)."""
+    """(pid, cmdline) of live processes in process group pgid or in the
+    session of the same id (the test leads both; mpirun puts each rank in
+    a process group of its own, in the same session), leader excluded (it
+    has exited but is not reaped yet)."""
     found = []
     for d in os.listdir("/proc"):
         if not d.isdigit() or int(d) == leader:
@@ -103,17 +105,24 @@ def group_members(pgid, leader):
                 cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
         except OSError:
             continue
-        # fields: state ppid pgrp ...
-        if int(fields[2]) == pgid and fields[0] != b"Z":
+        # fields: state ppid pgrp session ...
+        if pgid in (int(fields[2]), int(fields[3])) and fields[0] != b"Z":
             found.append((int(d), cmd.strip()))
     return found
 
 
 def killpg(pgid):
+    """SIGKILL process group pgid and whatever else is left in the
+    session of the same id (mpirun's ranks)."""
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+    for pid, _ in group_members(pgid, pgid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def exited(pid):
