@@ -1,5 +1,5 @@
 # pserver: one non-recursive GNU Makefile, out-of-tree build.
-#   make            build the binaries (build/bin/ps-server, ps-worker)
+#   make            build the binaries (build/bin/ps-server, ps-worker, ps-eval)
 #   make run        install missing packages, build, train on Fashion-MNIST
 #   make test       install missing packages, build, run every test
 #   make check      build and run every test (no package installation)
@@ -20,11 +20,12 @@ LDFLAGS ?=
 PKG_CONFIG ?= pkg-config
 
 # package name -> Debian package, for the error message when one is missing
-PKGS := libzmq libprotobuf-c openblas zlib
+PKGS := libzmq libprotobuf-c openblas zlib ompi-c
 DEB_libzmq := libzmq3-dev
 DEB_libprotobuf-c := libprotobuf-c-dev
 DEB_openblas := libopenblas-dev
 DEB_zlib := zlib1g-dev
+DEB_ompi-c := libopenmpi-dev
 DEB_cmocka := libcmocka-dev
 
 PS_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes \
@@ -62,7 +63,8 @@ GEN_H := $(GEN_C:.c=.h)
 
 COMMON_SRC := $(wildcard common/*.c)
 SERVER_SRC := $(filter-out server/main.c,$(wildcard server/*.c))
-WORKER_SRC := $(filter-out worker/main.c,$(wildcard worker/*.c))
+# Entry points are not library code: each links into its own binary.
+WORKER_SRC := $(filter-out worker/main.c worker/eval_main.c,$(wildcard worker/*.c))
 TEST_SRC := $(wildcard tests/test_ps_*.c)
 # Linked into every test binary: the seams tests mock at (fake transport).
 TEST_SUPPORT_SRC := tests/fake_transport.c
@@ -75,9 +77,11 @@ TEST_OBJ := $(call obj,$(TEST_SRC))
 TEST_SUPPORT_OBJ := $(call obj,$(TEST_SUPPORT_SRC))
 
 LIBS_A := $(BUILD)/lib/libpsserver.a $(BUILD)/lib/libpsworker.a $(BUILD)/lib/libpscommon.a
-BINS := $(BUILD)/bin/ps-server $(BUILD)/bin/ps-worker
-# Programs the integration tests drive (a hostile client).
-TOOLS := $(BUILD)/bin/ps-badpeer
+BINS := $(BUILD)/bin/ps-server $(BUILD)/bin/ps-worker $(BUILD)/bin/ps-eval
+# Programs the integration tests drive (a hostile client; the synchronous
+# SGD oracle the consistency tests compare the cluster with; the transport
+# benchmark, run briefly so that it keeps working).
+TOOLS := $(BUILD)/bin/ps-badpeer $(BUILD)/bin/ps-sgd-oracle $(BUILD)/bin/ps-bench-transport
 TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
 .PHONY: all deps check-deps run test check unit integration sanitize clean format
@@ -88,7 +92,8 @@ check-deps:
 	@for p in $(PKGS) cmocka; do \
 		$(PKG_CONFIG) --exists $$p || { \
 		case $$p in libzmq) d=$(DEB_libzmq);; libprotobuf-c) d=$(DEB_libprotobuf-c);; \
-		openblas) d=$(DEB_openblas);; zlib) d=$(DEB_zlib);; cmocka) d=$(DEB_cmocka);; esac; \
+		openblas) d=$(DEB_openblas);; zlib) d=$(DEB_zlib);; cmocka) d=$(DEB_cmocka);; \
+		ompi-c) d=$(DEB_ompi-c);; esac; \
 		echo "error: library '$$p' not found by pkg-config: install the Debian package $$d (scripts/install-deps does it)" >&2; \
 		exit 1; }; done
 	@command -v protoc-c >/dev/null || { echo "error: protoc-c not found: install the Debian package protobuf-c-compiler (scripts/install-deps does it)" >&2; exit 1; }
@@ -132,7 +137,12 @@ $(LIBS_A):
 
 $(BUILD)/bin/ps-server: $(BUILD)/obj/server/main.o $(BUILD)/lib/libpsserver.a $(BUILD)/lib/libpscommon.a
 $(BUILD)/bin/ps-worker: $(BUILD)/obj/worker/main.o $(BUILD)/lib/libpsworker.a $(BUILD)/lib/libpscommon.a
+$(BUILD)/bin/ps-eval: $(BUILD)/obj/worker/eval_main.o $(BUILD)/lib/libpscommon.a
 $(BUILD)/bin/ps-badpeer: $(BUILD)/obj/tests/tools/ps-badpeer.o $(BUILD)/lib/libpscommon.a
+$(BUILD)/bin/ps-sgd-oracle: $(BUILD)/obj/tests/tools/ps-sgd-oracle.o $(BUILD)/lib/libpsworker.a \
+	$(BUILD)/lib/libpsserver.a $(BUILD)/lib/libpscommon.a
+$(BUILD)/bin/ps-bench-transport: $(BUILD)/obj/tests/bench/ps-bench-transport.o \
+	$(BUILD)/lib/libpsworker.a $(BUILD)/lib/libpsserver.a $(BUILD)/lib/libpscommon.a
 $(BINS) $(TOOLS):
 	$(call msg,LINK,$@)
 	@mkdir -p $(@D)
@@ -168,6 +178,28 @@ unit: all $(TESTS)
 
 integration: all $(TOOLS)
 	scripts/run-tests --build $(BUILD) --integration-only
+
+# `make bench`: time to 0.88 test accuracy, MLP 784-256-10, 1 and 2 workers,
+# against PyTorch (docs/EXPERIMENTS.md); e.g. ARGS="--repeat 5 --skip-torch".
+# Without PyTorch (install-deps failed: not root) it runs the pserver side only.
+.PHONY: bench
+bench:
+	-scripts/install-deps --bench
+	$(MAKE) --no-print-directory all
+	scripts/bench/mlp_time_to_acc.py --build $(BUILD) $(ARGS)
+	$(MAKE) --no-print-directory bench-transport
+
+# `make bench-transport`: push and pull round trips through pserver's stack
+# over ZeroMQ tcp, ZeroMQ ipc and MPI beside raw ZeroMQ and MPI ping-pongs,
+# 2 ranks under mpirun (docs/EXPERIMENTS.md); table and CSV also land in
+# runs/bench-transport-TIME/. TRANSPORT_ARGS="--reps 9 --min-time 0.5".
+# Open MPI as root (CI) and shared memory only, as scripts/ps-launch does.
+.PHONY: bench-transport
+bench-transport: $(BUILD)/bin/ps-bench-transport
+	@d=runs/bench-transport-$$(date +%Y%m%d-%H%M%S) && mkdir -p $$d && \
+	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+	OMPI_MCA_btl=$${OMPI_MCA_btl:-self,vader} \
+	timeout 900 mpirun -np 2 $< --out $$d $(TRANSPORT_ARGS) </dev/null
 
 clean:
 	rm -rf build build-san
