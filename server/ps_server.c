@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ps_json.h"
 #include "ps_log.h"
 #include "ps_wire.h"
 
@@ -900,25 +901,6 @@ int ps_server_weights(const ps_server *s, const float **w, uint64_t *n,
 	return PS_OK;
 }
 
-/* A JSON string (or null), escaping what JSON requires. */
-static void json_string(FILE *f, const char *str)
-{
-	if (!str) {
-		fputs("null", f);
-		return;
-	}
-	fputc('"', f);
-	for (const unsigned char *c = (const unsigned char *)str; *c; c++) {
-		if (*c == '"' || *c == '\\')
-			fprintf(f, "\\%c", *c);
-		else if (*c < 0x20)
-			fprintf(f, "\\u%04x", *c);
-		else
-			fputc(*c, f);
-	}
-	fputc('"', f);
-}
-
 void ps_server_write_stats_json(const ps_server *s, FILE *f)
 {
 	ps_server_stats st;
@@ -966,7 +948,7 @@ void ps_server_write_stats_json(const ps_server *s, FILE *f)
 		s->cfg.staleness_lr ? "true" : "false", s->cfg.dc_lambda);
 	fprintf(f, "  \"stopped_early\": %s,\n  \"stop_reason\": ",
 		st.stopped ? "true" : "false");
-	json_string(f, st.stopped ? st.stop_reason : NULL);
+	ps_json_string(f, st.stopped ? st.stop_reason : NULL);
 	fprintf(f, ",\n  \"weights_restored\": %s,\n  \"model_version\": %" PRIu64
 		   ",\n  \"pushes_after_stop\": %" PRIu64 ",\n",
 		st.weights_restored ? "true" : "false", st.model_version,

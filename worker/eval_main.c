@@ -14,6 +14,7 @@
 
 #include "ps_cli.h"
 #include "ps_dataset.h"
+#include "ps_json.h"
 #include "ps_model.h"
 #include "ps_modelfile.h"
 
@@ -168,28 +169,6 @@ static void print_result(const struct result *r)
 	}
 }
 
-static void json_string(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-		if (*c == '"' || *c == '\\')
-			fprintf(f, "\\%c", *c);
-		else if (*c < 0x20)
-			fprintf(f, "\\u%04x", *c);
-		else
-			fputc(*c, f);
-	}
-	fputc('"', f);
-}
-
-static void json_number(FILE *f, double v)
-{
-	if (isfinite(v))
-		fprintf(f, "%.17g", v);
-	else
-		fputs("null", f);
-}
-
 static int write_json(const char *path, const struct result *r, ps_err *e)
 {
 	const ps_model_spec *s = r->spec;
@@ -198,23 +177,23 @@ static int write_json(const char *path, const struct result *r, ps_err *e)
 	if (!f)
 		return ps_err_set(e, PS_EIO, "cannot write %s", path);
 	fputs("{\n  \"model_file\": ", f);
-	json_string(f, r->model_path);
+	ps_json_string(f, r->model_path);
 	fputs(",\n  \"model\": {\"name\": ", f);
-	json_string(f, s->name);
+	ps_json_string(f, s->name);
 	fprintf(f, ", \"input_dim\": %" PRIu32 ", \"output_dim\": %" PRIu32
 		   ", \"hidden\": ",
 		s->input_dim, s->output_dim);
-	json_string(f, s->hidden);
+	ps_json_string(f, s->hidden);
 	fputs(", \"activation\": ", f);
-	json_string(f, s->activation);
+	ps_json_string(f, s->activation);
 	fprintf(f, ", \"init_seed\": %" PRIu64 ", \"version\": %" PRIu64
 		   ", \"num_params\": %zu},\n  \"data\": ",
 		s->init_seed, r->version, r->num_params);
-	json_string(f, r->data_spec);
+	ps_json_string(f, r->data_spec);
 	fprintf(f, ",\n  \"rows\": %zu,\n  \"loss\": ", r->ev.n);
-	json_number(f, r->ev.loss);
+	ps_json_number(f, r->ev.loss);
 	fputs(",\n  \"accuracy\": ", f);
-	json_number(f, r->ev.accuracy);
+	ps_json_number(f, r->ev.accuracy);
 	fputs(",\n  \"confusion\": ", f);
 	if (r->k) {
 		fputs("[", f);

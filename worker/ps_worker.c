@@ -16,6 +16,7 @@
 #include "ps_client.h"
 #include "ps_clip.h"
 #include "ps_dataset.h"
+#include "ps_json.h"
 #include "ps_log.h"
 #include "ps_model.h"
 #include "ps_plan.h"
@@ -342,10 +343,9 @@ out:
 
 static void json_number(FILE *f, const char *key, double v, const char *sep)
 {
-	if (isfinite(v))
-		fprintf(f, "\"%s\": %.6g%s", key, v, sep);
-	else
-		fprintf(f, "\"%s\": null%s", key, sep);
+	fprintf(f, "\"%s\": ", key);
+	ps_json_number(f, v);
+	fputs(sep, f);
 }
 
 /* The evaluator's early-stopping watch over the validation loss. */
