@@ -47,6 +47,7 @@ int main(int argc, char **argv)
 	char mpi_endpoint[300] = "";
 	uint64_t crash_after = 0;
 	int fetch_every = 1, push_every = 1;
+	int prefetch = 0;
 	double step_delay_ms = 0;
 	const ps_cli_opt opts[] = {
 		{"connect", PS_CLI_STRING, &endpoint, "ENDPOINT",
@@ -118,6 +119,11 @@ int main(int argc, char **argv)
 		{"push-every", PS_CLI_INT, &push_every, "N",
 		 "push the sum of N steps' gradients (Downpour n_push)", 1,
 		 1000000, NULL},
+		{"prefetch", PS_CLI_FLAG, &prefetch, NULL,
+		 "overlap communication with computation: request the next weights "
+		 "right after each push and compute meanwhile on the ones in hand "
+		 "(one step more staleness; not with --fetch-every/--push-every)",
+		 0, -1, NULL},
 		{"step-delay-ms", PS_CLI_DOUBLE, &step_delay_ms, "MS",
 		 "sleep this long every step: a slow worker, for experiments",
 		 0, 1e6, NULL},
@@ -152,6 +158,9 @@ int main(int argc, char **argv)
 	if (rc == PS_OK && role == 1 && (val_data != NULL) != (val_fraction > 0))
 		rc = ps_err_set(&e, PS_EINVAL,
 				"--val-data and --val-fraction go together");
+	if (rc == PS_OK && prefetch && (fetch_every > 1 || push_every > 1))
+		rc = ps_err_set(&e, PS_EINVAL,
+				"--prefetch works with a pull and a push every step");
 	if (rc == PS_OK && patience > 0 && !val_data)
 		rc = ps_err_set(&e, PS_EINVAL,
 				"--patience needs --val-data and --val-fraction");
@@ -216,6 +225,7 @@ int main(int argc, char **argv)
 	cfg.fetch_every = (uint32_t)fetch_every;
 	cfg.push_every = (uint32_t)push_every;
 	cfg.step_delay = step_delay_ms / 1000.0;
+	cfg.prefetch = prefetch;
 	cfg.clip_norm = clip_norm;
 	cfg.clip_value = clip_value;
 	cfg.result_out = result_out;

@@ -22,6 +22,15 @@ struct ps_client {
 	uint32_t worker_id;
 	uint64_t next_id;
 	ps_client_stats st;
+	/* The pull in flight (ps_client_pull_start), whose reply may come
+	 * while another wait is taking in acks: it lands in dst then. */
+	struct {
+		uint64_t id; /* 0: none */
+		float *dst;
+		size_t bytes;
+		int arrived;
+		ps_msg reply;
+	} pull;
 	uint8_t buf[PS_WIRE_HEAD_MAX];
 };
 
@@ -145,6 +154,20 @@ static int wait_reply(ps_client *c, uint64_t want, int inflight_left,
 			return ps_err_set(e, PS_EPROTO,
 					  "bad message from the server: %s",
 					  de.msg);
+		if (c->pull.id && m.request_id == c->pull.id &&
+		    want != c->pull.id) {
+			/* The pull in flight answered while we waited for
+			 * something else: keep its reply for pull_finish. */
+			if (m.kind != PS_MSG_ERROR && f.tensor_len > c->pull.bytes)
+				return ps_err_set(e, PS_EPROTO,
+						  "server sent %zu tensor bytes, expected %zu",
+						  f.tensor_len, c->pull.bytes);
+			if (m.kind != PS_MSG_ERROR && f.tensor_len)
+				memcpy(c->pull.dst, f.tensor, f.tensor_len);
+			c->pull.reply = m;
+			c->pull.arrived = 1;
+			continue;
+		}
 		if (want != 0 && m.request_id == want) {
 			if (m.kind == PS_MSG_ERROR)
 				return ps_err_set(e, PS_EPROTO,
@@ -194,21 +217,50 @@ int ps_client_hello(ps_client *c, enum ps_role role, uint32_t rank,
 	return PS_OK;
 }
 
-int ps_client_pull(ps_client *c, float *w, uint64_t begin, uint64_t end,
-		   uint64_t clock, uint64_t *version, int *training_done,
-		   ps_err *e)
+int ps_client_pull_start(ps_client *c, float *w, uint64_t begin,
+			 uint64_t end, uint64_t clock, ps_err *e)
 {
-	ps_msg m, r;
+	ps_msg m;
 	int rc;
 
+	if (c->pull.id)
+		return ps_err_set(e, PS_EINVAL, "a pull is already in flight");
 	ps_msg_init(&m, PS_MSG_PULL, c->next_id++, c->worker_id);
 	m.u.pull.begin = begin;
 	m.u.pull.end = end;
 	m.u.pull.clock = clock;
 	rc = send_msg(c, &m, NULL, 0, e);
-	if (rc == PS_OK)
-		rc = wait_reply(c, m.request_id, 0, &r, w,
-				(size_t)(end - begin) * sizeof(float), e);
+	if (rc != PS_OK)
+		return rc;
+	c->pull.id = m.request_id;
+	c->pull.dst = w;
+	c->pull.bytes = (size_t)(end - begin) * sizeof(float);
+	c->pull.arrived = 0;
+	c->pull.reply.u.weights.begin = begin;
+	c->pull.reply.u.weights.end = end;
+	return PS_OK;
+}
+
+int ps_client_pull_finish(ps_client *c, uint64_t *version,
+			  int *training_done, ps_err *e)
+{
+	uint64_t begin = c->pull.reply.u.weights.begin;
+	uint64_t end = c->pull.reply.u.weights.end;
+	ps_msg r;
+	int rc = PS_OK;
+
+	if (!c->pull.id)
+		return ps_err_set(e, PS_EINVAL, "no pull in flight");
+	if (c->pull.arrived) {
+		r = c->pull.reply;
+		if (r.kind == PS_MSG_ERROR)
+			rc = ps_err_set(e, PS_EPROTO, "server refused: %s",
+					r.u.error.message);
+	} else {
+		rc = wait_reply(c, c->pull.id, 0, &r, c->pull.dst,
+				c->pull.bytes, e);
+	}
+	c->pull.id = 0;
 	if (rc != PS_OK)
 		return rc;
 	if (r.kind != PS_MSG_WEIGHTS || r.u.weights.begin != begin ||
@@ -226,6 +278,16 @@ int ps_client_pull(ps_client *c, float *w, uint64_t begin, uint64_t end,
 	if (training_done)
 		*training_done = r.u.weights.training_done;
 	return PS_OK;
+}
+
+int ps_client_pull(ps_client *c, float *w, uint64_t begin, uint64_t end,
+		   uint64_t clock, uint64_t *version, int *training_done,
+		   ps_err *e)
+{
+	int rc = ps_client_pull_start(c, w, begin, end, clock, e);
+	if (rc != PS_OK)
+		return rc;
+	return ps_client_pull_finish(c, version, training_done, e);
 }
 
 int ps_client_push(ps_client *c, const float *g, uint64_t begin,

@@ -52,6 +52,17 @@ int ps_client_pull(ps_client *c, float *w, uint64_t begin, uint64_t end,
 		   uint64_t clock, uint64_t *version, int *training_done,
 		   ps_err *e) PS_WUR;
 
+/* ps_client_pull() in two halves, so that a trainer can compute while the
+ * weights travel: start sends the pull; the reply is copied into
+ * w[end - begin] whenever it arrives (also during a push's wait), so w
+ * must not be read for this step until finish returns. One pull in flight
+ * at a time. Errors: PS_EINVAL (start: one is in flight; finish: none
+ * is), and those of hello. */
+int ps_client_pull_start(ps_client *c, float *w, uint64_t begin,
+			 uint64_t end, uint64_t clock, ps_err *e) PS_WUR;
+int ps_client_pull_finish(ps_client *c, uint64_t *version,
+			  int *training_done, ps_err *e) PS_WUR;
+
 /* Send gradient g[end - begin] computed from weights of base_version.
  * Returns once it is queued (waiting first if max_inflight pushes are
  * unacknowledged). A push the server refuses is counted in push_errors

@@ -165,6 +165,7 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 	ps_client *client = NULL;
 	ps_msg_welcome welcome;
 	float *w = NULL, *g = NULL, *bx = NULL, *by = NULL;
+	float *w_next = NULL; /* prefetch: the weights on their way */
 	size_t begin, end, dim;
 	uint64_t version = 0, steps = 0, samples = 0;
 	double t0, last_report, loss_sum = 0;
@@ -200,7 +201,10 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 	by = malloc((size_t)cfg->batch * sizeof *by);
 	if (cfg->push_every > 1)
 		acc = calloc(welcome.num_params, sizeof *acc);
-	if (!w || !g || !bx || !by || (cfg->push_every > 1 && !acc)) {
+	if (cfg->prefetch)
+		w_next = malloc(welcome.num_params * sizeof *w_next);
+	if (!w || !g || !bx || !by || (cfg->push_every > 1 && !acc) ||
+	    (cfg->prefetch && !w_next)) {
 		rc = ps_err_set(e, PS_ENOMEM, "out of memory");
 		goto out;
 	}
@@ -212,6 +216,12 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 			    NULL, e);
 	if (rc != PS_OK)
 		goto out;
+	if (w_next) {
+		rc = ps_client_pull_start(client, w_next, 0, welcome.num_params,
+					  pushes, e);
+		if (rc != PS_OK)
+			goto out;
+	}
 	t0 = last_report = ps_now();
 	while (ps_plan_next(plan, &batch)) {
 		size_t b = batch.count;
@@ -268,7 +278,22 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 		/* The clock of a pull is the pushes made so far: under
 		 * bsp/ssp the server answers when the others have caught
 		 * up. */
-		if (steps % cfg->fetch_every == 0) {
+		if (w_next) {
+			/* Prefetch: the weights requested after the last
+			 * push travelled while this step computed; take them
+			 * and ask for the next ones at once. */
+			float *t;
+			rc = ps_client_pull_finish(client, &version, NULL, e);
+			if (rc != PS_OK)
+				goto out;
+			t = w;
+			w = w_next;
+			w_next = t;
+			rc = ps_client_pull_start(client, w_next, 0,
+						  welcome.num_params, pushes, e);
+			if (rc != PS_OK)
+				goto out;
+		} else if (steps % cfg->fetch_every == 0) {
 			rc = ps_client_pull(client, w, 0,
 					    welcome.num_params, pushes,
 					    &version, NULL, e);
@@ -297,6 +322,13 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 			loss_n = 0;
 			last_report = now;
 		}
+	}
+	if (w_next) {
+		/* The last prefetched weights are not needed; the reply must
+		 * still be taken before the bye. */
+		rc = ps_client_pull_finish(client, NULL, NULL, e);
+		if (rc != PS_OK)
+			goto out;
 	}
 	if (acc && acc_steps > 0) {
 		rc = push_sum(client, acc, welcome.num_params, acc_version,
@@ -328,6 +360,7 @@ stopped:
 				    clipped_norm, steps, clipped_value);
 	}
 out:
+	free(w_next);
 	free(acc);
 	free(w);
 	free(g);

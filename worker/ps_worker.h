@@ -32,6 +32,9 @@ typedef struct ps_worker_config {
 	uint32_t fetch_every;   /* pull every this many steps (Downpour), >= 1 */
 	uint32_t push_every;    /* push the summed gradient of this many steps */
 	double step_delay;      /* seconds to sleep per step (a slow worker) */
+	int prefetch;           /* ask for the next weights right after each
+				 * push and compute meanwhile on the ones in
+				 * hand (one step more staleness) */
 	double clip_norm;       /* > 0: clip each gradient to this L2 norm */
 	double clip_value;      /* > 0: clamp each gradient element */
 	double val_fraction;    /* last fraction of the training data held out */

@@ -332,3 +332,27 @@ def test_staleness_lr_and_dc_asgd_run(tmp):
     assert st["staleness_lr"] is False and st["dc_lambda"] == 0.5, st
     w, b = line_weights(run)
     assert abs(w - 3) < 0.05 and abs(b - 2) < 0.05, ("dc-asgd", w, b)
+
+
+@timeout(60)
+def test_prefetch_overlaps_with_one_step_of_staleness(tmp):
+    rows, batch, epochs = 4000, 32, 3
+    run, st = launch(tmp, "prefetch", [
+        "--model", "linear", "--data", "synthetic-linear:%d" % rows, "--workers", "1",
+        "--epochs", str(epochs), "--batch", str(batch), "--lr", "0.1",
+        "--lr-schedule", "const", "--prefetch"])
+    w, b = line_weights(run)
+    assert abs(w - 3) < 0.05 and abs(b - 2) < 0.05, (w, b)
+    # One trainer that computes on the weights it asked for before its
+    # previous push: every push but the first is exactly one update stale.
+    n = steps(rows, 1, 0, batch, epochs)
+    assert st["pushes"] == n, st
+    assert st["staleness_histogram"]["0"] == 1, st
+    assert st["staleness_histogram"]["1"] == n - 1, st
+    assert st["staleness_max"] == 1, st
+
+    bad = os.path.join(tmp, "bad")
+    rc, out, err, summary = pslib.run_launcher(
+        ["--model", "linear", "--data", "synthetic-linear:100", "--consistency",
+         "bsp", "--prefetch", "--quiet"], bad, timeout=20)
+    assert rc == 2 and "--prefetch" in err, output(rc, out, err)
