@@ -86,7 +86,9 @@ def parse_args(argv):
                    help="target test accuracy (default 0.88)")
     p.add_argument("--transport", default="tcp", metavar="LIST",
                    help="comma-separated ps-launch transports to run, each its own "
-                   "row: tcp, ipc, mpi (default tcp)")
+                   "row: tcp, ipc, mpi, each optionally with +prefetch (trainers "
+                   "overlap the next pull with the gradient), e.g. tcp,tcp+prefetch "
+                   "(default tcp)")
     p.add_argument("--workers", default="1,2", metavar="LIST",
                    help="comma-separated worker / process counts (default 1,2)")
     p.add_argument("--skip-torch", action="store_true",
@@ -116,8 +118,11 @@ def parse_args(argv):
     if not a.workers or min(a.workers) < 1:
         p.error("--workers: every count must be >= 1")
     a.transport = [t.strip() for t in a.transport.split(",") if t.strip()]
-    if not a.transport or any(t not in ("tcp", "ipc", "mpi") for t in a.transport):
-        p.error("--transport takes a comma-separated list of tcp, ipc, mpi")
+    if not a.transport or any(t.split("+")[0] not in ("tcp", "ipc", "mpi")
+                              or t.split("+")[1:] not in ([], ["prefetch"])
+                              for t in a.transport):
+        p.error("--transport takes a comma-separated list of tcp, ipc, mpi, "
+                "each optionally followed by +prefetch")
     if a.repeat < 1:
         p.error("--repeat must be >= 1")
     if not 0 < a.target <= 1:
@@ -210,9 +215,12 @@ def run_pserver(a, transport, workers, seed, run_dir):
     cmd = [sys.executable, LAUNCHER, "--build", a.build, "--model", "mlp",
            "--hidden", HIDDEN, "--batch", str(BATCH), "--workers", str(workers),
            "--epochs", str(a.epochs), "--lr", repr(a.lr), "--lr-schedule", "const",
-           "--optimizer", "sgd", "--seed", str(seed), "--transport", transport,
+           "--optimizer", "sgd", "--seed", str(seed),
+           "--transport", transport.split("+")[0],
            "--progress-every", repr(a.eval_every), "--time-limit", repr(a.time_limit),
            "--quiet", "--run-dir", run_dir]
+    if transport.endswith("+prefetch"):
+        cmd.append("--prefetch")
     load0 = loadavg()
     t = time.monotonic()
     p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
