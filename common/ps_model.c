@@ -398,3 +398,40 @@ int ps_model_evaluate(ps_model *m, const float *w, const ps_dataset *d,
 {
 	return ps_model_evaluate_confusion(m, w, d, 0, out, NULL);
 }
+
+void ps_model_softmax_rows(float *p, size_t n, size_t k, const float *y,
+			   uint32_t *pred, double *loss_sum, size_t *correct)
+{
+	double sum = 0.0;
+	size_t hits = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		float *row = p + i * k;
+		size_t label, best = 0;
+		float zmax = row[0], zlabel;
+		double z = 0.0;
+
+		for (size_t c = 1; c < k; c++) {
+			if (row[c] > zmax) {
+				zmax = row[c];
+				best = c;
+			}
+		}
+		if (pred)
+			pred[i] = (uint32_t)best;
+		if (!y)
+			continue;
+		label = (size_t)y[i];
+		hits += best == label;
+		zlabel = row[label] - zmax;
+		for (size_t c = 0; c < k; c++) {
+			row[c] = expf(row[c] - zmax);
+			z += row[c];
+		}
+		sum += log(z) - (double)zlabel;
+		for (size_t c = 0; c < k; c++)
+			row[c] = (float)((double)row[c] / z);
+	}
+	*loss_sum += sum;
+	*correct += hits;
+}

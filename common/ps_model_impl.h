@@ -98,4 +98,13 @@ int ps_model_scratch(ps_model *m, unsigned slot, size_t rows, size_t cols,
  * Errors: PS_EINVAL (NaN, out of range, or fractional). */
 int ps_model_check_labels(const float *y, size_t n, uint32_t classes) PS_WUR;
 
+/* Turn n rows of k logits at p into softmax probabilities, in place, with
+ * the row max subtracted first (every exponent <= 0, the sum >= 1). The
+ * argmax of each row goes to pred[i] when pred is not NULL; when y is not
+ * NULL (labels already checked) the rows' cross-entropy is added to
+ * *loss_sum and the rows whose argmax is the label to *correct. When y is
+ * NULL the rows are left as logits: nothing needs the probabilities. */
+void ps_model_softmax_rows(float *p, size_t n, size_t k, const float *y,
+			   uint32_t *pred, double *loss_sum, size_t *correct);
+
 #endif

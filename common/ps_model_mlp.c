@@ -296,8 +296,6 @@ static int mlp_forward(ps_model *m, const float *w, const float *x,
 	float *act = NULL;
 	float *work = NULL;
 	float *p;
-	double sum = 0.0;
-	size_t hits = 0;
 	int rc = PS_OK;
 
 	/* Before any work, so that a bad batch leaves no half-done state. */
@@ -329,40 +327,10 @@ static int mlp_forward(ps_model *m, const float *w, const float *x,
 	p = act + n * net->cum[top];
 	for (size_t i = 0; i < n; i++) {
 		const float *bias = w + net->boff[top];
-		float *row = p + i * k;
-		size_t label;
-		size_t best = 0;
-		float zmax;
-		double z = 0.0;
-
 		for (size_t c = 0; c < k; c++)
-			row[c] += bias[c];
-		zmax = row[0];
-		for (size_t c = 1; c < k; c++) {
-			if (row[c] > zmax) {
-				zmax = row[c];
-				best = c;
-			}
-		}
-		if (pred)
-			pred[i] = (uint32_t)best;
-		if (!y)
-			continue;
-		label = (size_t)y[i];
-		hits += best == label;
-		/* As in ps_model_softmax.c: shifted by the row max, every
-		 * exponent is <= 0 and the sum is >= 1. */
-		sum -= (double)(row[label] - zmax);
-		for (size_t c = 0; c < k; c++) {
-			row[c] = expf(row[c] - zmax);
-			z += row[c];
-		}
-		sum += log(z);
-		for (size_t c = 0; c < k; c++)
-			row[c] = (float)((double)row[c] / z);
+			p[i * k + c] += bias[c];
 	}
-	*loss_sum += sum;
-	*correct += hits;
+	ps_model_softmax_rows(p, n, k, y, pred, loss_sum, correct);
 out:
 	return rc;
 }

@@ -56,8 +56,6 @@ static int softmax_forward(ps_model *m, const float *w, const float *x,
 	const float *bias = w + (size_t)k * (size_t)dim;
 	float *p = NULL;
 	float *ones = NULL;
-	double sum = 0.0;
-	size_t hits = 0;
 	int rc = PS_OK;
 
 	/* Before any work, so that a bad batch leaves no half-done state. */
@@ -77,40 +75,7 @@ static int softmax_forward(ps_model *m, const float *w, const float *x,
 	/* logits = X W^T + b, with b already in place (beta = 1). */
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, k, dim,
 		    1.0f, x, dim, w, dim, 1.0f, p, k);
-	for (size_t i = 0; i < n; i++) {
-		float *row = p + i * (size_t)k;
-		size_t label;
-		size_t best = 0;
-		float zmax = row[0];
-		float zlabel;
-		double z = 0.0;
-
-		for (size_t c = 1; c < (size_t)k; c++) {
-			if (row[c] > zmax) {
-				zmax = row[c];
-				best = c;
-			}
-		}
-		if (pred)
-			pred[i] = (uint32_t)best;
-		if (!y)
-			continue;
-		label = (size_t)y[i];
-		hits += best == label;
-		zlabel = row[label] - zmax;
-		/* Shifted by the row max, every exponent is <= 0: no overflow,
-		 * and the largest term is exactly 1 so z >= 1 and log(z) is
-		 * safe. */
-		for (size_t c = 0; c < (size_t)k; c++) {
-			row[c] = expf(row[c] - zmax);
-			z += row[c];
-		}
-		sum += log(z) - (double)zlabel;
-		for (size_t c = 0; c < (size_t)k; c++)
-			row[c] = (float)((double)row[c] / z);
-	}
-	*loss_sum += sum;
-	*correct += hits;
+	ps_model_softmax_rows(p, n, (size_t)k, y, pred, loss_sum, correct);
 out:
 	return rc;
 }

@@ -21,6 +21,7 @@
 
 #include <mpi.h>
 
+#include "ps_log.h"
 #include "ps_mpi.h"
 #include "ps_transport_impl.h"
 
@@ -263,17 +264,10 @@ static int nap(long ns)
 	return nanosleep(&ts, NULL) == 0 || errno != EINTR ? 0 : -1;
 }
 
-static double now_seconds(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static int mt_recv(ps_transport *t, ps_frame *out, int timeout_ms)
 {
 	mpi_transport *m = (mpi_transport *)t;
-	double start = now_seconds();
+	double start = ps_now();
 	double yield_until = m->listening ? SPIN_SECONDS : CLIENT_YIELD_SECONDS;
 	int source = m->listening ? MPI_ANY_SOURCE : m->server_rank;
 	MPI_Status st;
@@ -289,7 +283,7 @@ static int mt_recv(ps_transport *t, ps_frame *out, int timeout_ms)
 			return PS_ETRANSPORT;
 		if (flag)
 			break;
-		waited = now_seconds() - start;
+		waited = ps_now() - start;
 		if (timeout_ms >= 0 && waited >= timeout_ms / 1000.0)
 			return PS_ETIMEDOUT;
 		/* Phases by time, not by a count of probes (a failed probe
@@ -360,10 +354,10 @@ static const char *mt_endpoint(const ps_transport *t)
 static void mt_destroy(ps_transport *t)
 {
 	mpi_transport *m = (mpi_transport *)t;
-	double deadline = now_seconds() + 2.0;
+	double deadline = ps_now() + 2.0;
 
 	/* Give queued sends (a last reply, a bye) a moment to go out. */
-	while (m->nsends > 0 && now_seconds() < deadline) {
+	while (m->nsends > 0 && ps_now() < deadline) {
 		reap_sends(m);
 		if (m->nsends > 0)
 			(void)nap(100000);

@@ -162,12 +162,12 @@ def _proc_table():
 def descendants(pid):
     """Pids of pid's live children, their children, and so on."""
     table = _proc_table()
-    found, todo = [], [pid]
-    while todo:
-        parent = todo.pop()
+    found, queue = [], [pid]
+    while queue:
+        parent = queue.pop()
         kids = [q for q, (pp, _, st, _, _) in table.items() if pp == parent and st != b"Z"]
         found += kids
-        todo += kids
+        queue += kids
     return found
 
 
