@@ -14,6 +14,8 @@
 #include <zlib.h>
 
 #define MAGIC "PSMODEL"
+#define CKPT_MAGIC "PSCKPT\0" /* 8 bytes with the final NUL */
+#define MAGIC_SIZE 8
 #define MAX_PARAMS ((uint64_t)1 << 32)
 
 /* Header field offsets and sizes, as in the layout in ps_modelfile.h. */
@@ -107,11 +109,14 @@ static void sync_parent_dir(const char *path)
 	}
 }
 
-int ps_modelfile_write(const char *path, const ps_model_spec *spec,
-		       uint64_t version, const float *w, uint64_t num_params,
-		       ps_err *e)
+/* Both kinds share the header and the weights; a checkpoint then holds
+ * u64 extra_len and extra_len bytes of its owner's state. */
+static int write_file(const char *path, const char *magic,
+		      const ps_model_spec *spec, uint64_t version,
+		      const float *w, uint64_t num_params, const void *extra,
+		      uint64_t extra_len, ps_err *e)
 {
-	uint8_t h[HEADER_SIZE] = {0}, tail[4];
+	uint8_t h[HEADER_SIZE] = {0}, tail[4], xlen[8];
 	char tmp[4096];
 	int fd = -1, rc = PS_OK;
 	uLong crc;
@@ -122,7 +127,7 @@ int ps_modelfile_write(const char *path, const ps_model_spec *spec,
 	if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >=
 	    (int)sizeof tmp)
 		return ps_err_set(e, PS_EINVAL, "path too long: %s", path);
-	memcpy(h, MAGIC, sizeof MAGIC);
+	memcpy(h, magic, MAGIC_SIZE);
 	put32(h + OFF_FORMAT, PS_MODELFILE_FORMAT);
 	memcpy(h + OFF_NAME, spec->name,
 	       strnlen(spec->name, sizeof spec->name - 1));
@@ -135,8 +140,13 @@ int ps_modelfile_write(const char *path, const ps_model_spec *spec,
 	put64(h + OFF_INIT_SEED, spec->init_seed);
 	put64(h + OFF_VERSION, version);
 	put64(h + OFF_NPARAMS, num_params);
+	put64(xlen, extra_len);
 	crc = crc_update(crc32(0L, Z_NULL, 0), h, sizeof h);
 	crc = crc_update(crc, w, num_params * 4);
+	if (extra) {
+		crc = crc_update(crc, xlen, sizeof xlen);
+		crc = crc_update(crc, extra, extra_len);
+	}
 	put32(tail, (uint32_t)crc);
 
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -146,6 +156,8 @@ int ps_modelfile_write(const char *path, const ps_model_spec *spec,
 	}
 	if (write_all(fd, h, sizeof h) < 0 ||
 	    write_all(fd, w, num_params * 4) < 0 ||
+	    (extra && (write_all(fd, xlen, sizeof xlen) < 0 ||
+		       write_all(fd, extra, extra_len) < 0)) ||
 	    write_all(fd, tail, sizeof tail) < 0 || fsync(fd) < 0) {
 		rc = ps_err_set(e, PS_EIO, "%s: %s", tmp, strerror(errno));
 		goto out;
@@ -169,15 +181,45 @@ out:
 	return rc;
 }
 
-int ps_modelfile_read(const char *path, ps_model_spec *spec,
-		      uint64_t *version, float **w, uint64_t *num_params,
-		      ps_err *e)
+int ps_modelfile_write(const char *path, const ps_model_spec *spec,
+		       uint64_t version, const float *w, uint64_t num_params,
+		       ps_err *e)
 {
-	uint8_t h[HEADER_SIZE], tail[4];
+	return write_file(path, MAGIC, spec, version, w, num_params, NULL, 0,
+			  e);
+}
+
+int ps_modelfile_write_checkpoint(const char *path, const ps_model_spec *spec,
+				  uint64_t version, const float *w,
+				  uint64_t num_params, const void *extra,
+				  uint64_t extra_len, ps_err *e)
+{
+	static const uint8_t none;
+	return write_file(path, CKPT_MAGIC, spec, version, w, num_params,
+			  extra ? extra : &none, extra_len, e);
+}
+
+/* fread() of exactly len bytes, or the error that says why not. */
+static int read_exact(FILE *f, void *buf, uint64_t len, const char *path,
+		      const char *what, ps_err *e)
+{
+	if (len > 0 && fread(buf, 1, len, f) != len)
+		return ferror(f) ? ps_err_set(e, PS_EIO, "%s: read error", path)
+				 : ps_err_set(e, PS_ETRUNC, "%s: truncated %s",
+					      path, what);
+	return PS_OK;
+}
+
+static int read_file(const char *path, ps_model_spec *spec,
+		     uint64_t *version, float **w, uint64_t *num_params,
+		     void **extra, uint64_t *extra_len, ps_err *e)
+{
+	uint8_t h[HEADER_SIZE], tail[4], xlen[8];
 	FILE *f = NULL;
 	float *buf = NULL;
-	uint64_t n;
-	int rc = PS_OK;
+	uint8_t *xbuf = NULL;
+	uint64_t n, x = 0;
+	int rc = PS_OK, is_ckpt;
 	uLong crc;
 	struct stat st;
 	uint64_t size;
@@ -199,15 +241,18 @@ int ps_modelfile_read(const char *path, ps_model_spec *spec,
 		rc = ps_err_set(e, PS_EIO, "%s: is a directory", path);
 		goto out;
 	}
-	if (fread(h, 1, sizeof h, f) != sizeof h) {
-		rc = ferror(f) ? ps_err_set(e, PS_EIO, "%s: read error", path)
-			       : ps_err_set(e, PS_ETRUNC,
-					    "%s: truncated header", path);
+	rc = read_exact(f, h, sizeof h, path, "header", e);
+	if (rc != PS_OK)
 		goto out;
-	}
-	if (memcmp(h, MAGIC, sizeof MAGIC) != 0) {
+	is_ckpt = memcmp(h, CKPT_MAGIC, MAGIC_SIZE) == 0;
+	if (!is_ckpt && memcmp(h, MAGIC, MAGIC_SIZE) != 0) {
 		rc = ps_err_set(e, PS_EFORMAT, "%s: not a pserver model file",
 				path);
+		goto out;
+	}
+	if (extra && !is_ckpt) {
+		rc = ps_err_set(e, PS_EFORMAT,
+				"%s: a model file, not a checkpoint", path);
 		goto out;
 	}
 	if (get32(h + OFF_FORMAT) != PS_MODELFILE_FORMAT) {
@@ -224,8 +269,10 @@ int ps_modelfile_read(const char *path, ps_model_spec *spec,
 	}
 	/* A corrupt count must not make us allocate gigabytes for a small
 	 * file: check it against the file's size first (when it has one). */
-	size = HEADER_SIZE + n * 4 + 4;
-	if (S_ISREG(st.st_mode) && (uint64_t)st.st_size != size) {
+	size = HEADER_SIZE + n * 4 + 4 + (is_ckpt ? 8 : 0);
+	if (S_ISREG(st.st_mode) &&
+	    (is_ckpt ? (uint64_t)st.st_size < size
+		     : (uint64_t)st.st_size != size)) {
 		rc = ps_err_set(e,
 				(uint64_t)st.st_size < size ? PS_ETRUNC
 							    : PS_EFORMAT,
@@ -239,14 +286,40 @@ int ps_modelfile_read(const char *path, ps_model_spec *spec,
 		rc = ps_err_set(e, PS_ENOMEM, "%s: out of memory", path);
 		goto out;
 	}
-	if (fread(buf, 4, n, f) != n || fread(tail, 1, 4, f) != 4) {
-		rc = ferror(f) ? ps_err_set(e, PS_EIO, "%s: read error", path)
-			       : ps_err_set(e, PS_ETRUNC,
-					    "%s: truncated weights", path);
+	rc = read_exact(f, buf, n * 4, path, "weights", e);
+	if (rc != PS_OK)
 		goto out;
-	}
 	crc = crc_update(crc32(0L, Z_NULL, 0), h, sizeof h);
 	crc = crc_update(crc, buf, n * 4);
+	if (is_ckpt) {
+		rc = read_exact(f, xlen, sizeof xlen, path, "state", e);
+		if (rc != PS_OK)
+			goto out;
+		x = get64(xlen);
+		if (S_ISREG(st.st_mode) && x != (uint64_t)st.st_size - size) {
+			rc = ps_err_set(e,
+					x > (uint64_t)st.st_size - size
+						? PS_ETRUNC
+						: PS_EFORMAT,
+					"%s: %lld bytes, the header says %llu",
+					path, (long long)st.st_size,
+					(unsigned long long)(size + x));
+			goto out;
+		}
+		xbuf = malloc(x ? x : 1);
+		if (!xbuf) {
+			rc = ps_err_set(e, PS_ENOMEM, "%s: out of memory", path);
+			goto out;
+		}
+		rc = read_exact(f, xbuf, x, path, "state", e);
+		if (rc != PS_OK)
+			goto out;
+		crc = crc_update(crc, xlen, sizeof xlen);
+		crc = crc_update(crc, xbuf, x);
+	}
+	rc = read_exact(f, tail, sizeof tail, path, "checksum", e);
+	if (rc != PS_OK)
+		goto out;
 	if ((uint32_t)crc != get32(tail) || fgetc(f) != EOF) {
 		rc = ps_err_set(e, PS_EFORMAT, "%s: checksum mismatch", path);
 		goto out;
@@ -262,9 +335,33 @@ int ps_modelfile_read(const char *path, ps_model_spec *spec,
 	*num_params = n;
 	*w = buf;
 	buf = NULL;
+	if (extra) {
+		*extra = xbuf;
+		*extra_len = x;
+		xbuf = NULL;
+	}
 out:
 	free(buf);
+	free(xbuf);
 	if (f)
 		fclose(f);
 	return rc;
+}
+
+int ps_modelfile_read(const char *path, ps_model_spec *spec,
+		      uint64_t *version, float **w, uint64_t *num_params,
+		      ps_err *e)
+{
+	return read_file(path, spec, version, w, num_params, NULL, NULL, e);
+}
+
+int ps_modelfile_read_checkpoint(const char *path, ps_model_spec *spec,
+				 uint64_t *version, float **w,
+				 uint64_t *num_params, void **extra,
+				 uint64_t *extra_len, ps_err *e)
+{
+	*extra = NULL;
+	*extra_len = 0;
+	return read_file(path, spec, version, w, num_params, extra, extra_len,
+			 e);
 }

@@ -140,6 +140,19 @@ static int check_config(const ps_optim_config *c, ps_err *e)
 	return PS_OK;
 }
 
+void ps_optim_state(ps_optim *o, float **state, size_t *count,
+		    uint64_t *steps)
+{
+	*state = o->a;
+	*count = o->a ? state_per_weight(o->cfg.kind) * o->n : 0;
+	*steps = o->steps;
+}
+
+void ps_optim_set_steps(ps_optim *o, uint64_t steps)
+{
+	o->steps = steps;
+}
+
 int ps_optim_new(ps_optim **out, size_t n, const ps_optim_config *cfg,
 		 ps_err *e)
 {

@@ -115,6 +115,15 @@ int ps_optim_new(ps_optim **out, size_t n, const ps_optim_config *cfg,
 const char *ps_optim_describe(const ps_optim_config *cfg, char *buf,
 			      size_t len);
 
+/* The optimizer's state, for checkpoints: *state points at *count floats
+ * (n per state float per weight, in the table's order; NULL and 0 for
+ * sgd), and *steps is the apply-call count Adam's bias correction uses.
+ * Borrowed: valid until ps_optim_destroy(); a checkpoint restore writes
+ * through it and then calls ps_optim_set_steps(). */
+void ps_optim_state(ps_optim *o, float **state, size_t *count,
+		    uint64_t *steps);
+void ps_optim_set_steps(ps_optim *o, uint64_t steps);
+
 /* Free o and its state and set *op to NULL. Accepts NULL and *op NULL. */
 void ps_optim_destroy(ps_optim **op);
 
