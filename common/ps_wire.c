@@ -45,6 +45,8 @@ const char *ps_msg_kind_name(enum ps_msg_kind kind)
 		return "error";
 	case PS_MSG_BYE:
 		return "bye";
+	case PS_MSG_HEARTBEAT:
+		return "heartbeat";
 	case PS_MSG_STOP:
 		return "stop";
 	case PS_MSG_NONE:
@@ -65,6 +67,7 @@ int ps_wire_encode(const ps_msg *m, uint8_t *buf, size_t cap, size_t *len)
 	Ps__Ack ack = PS__ACK__INIT;
 	Ps__Error error = PS__ERROR__INIT;
 	Ps__Bye bye = PS__BYE__INIT;
+	Ps__Heartbeat heartbeat = PS__HEARTBEAT__INIT;
 	Ps__Stop stop = PS__STOP__INIT;
 	/* protobuf-c wants char *, ps_msg is const: copy the strings. */
 	char name[PS_MODEL_NAME_MAX], hidden[PS_MODEL_HIDDEN_MAX];
@@ -93,6 +96,8 @@ int ps_wire_encode(const ps_msg *m, uint8_t *buf, size_t cap, size_t *len)
 		spec.output_dim = m->u.hello.model.output_dim;
 		spec.init_seed = m->u.hello.model.init_seed;
 		hello.model = &spec;
+		hello.applied_pushes = m->u.hello.applied_pushes;
+		hello.rejoin = m->u.hello.rejoin != 0;
 		env.body_case = PS__ENVELOPE__BODY_HELLO;
 		env.hello = &hello;
 		break;
@@ -105,6 +110,10 @@ int ps_wire_encode(const ps_msg *m, uint8_t *buf, size_t cap, size_t *len)
 		welcome.num_workers = m->u.welcome.num_workers;
 		welcome.shard = m->u.welcome.shard;
 		welcome.num_shards = m->u.welcome.num_shards;
+		welcome.clock = m->u.welcome.clock;
+		welcome.last_seq = m->u.welcome.last_seq;
+		welcome.pushes = m->u.welcome.pushes;
+		welcome.heartbeat_seconds = m->u.welcome.heartbeat_seconds;
 		env.body_case = PS__ENVELOPE__BODY_WELCOME;
 		env.welcome = &welcome;
 		break;
@@ -141,6 +150,7 @@ int ps_wire_encode(const ps_msg *m, uint8_t *buf, size_t cap, size_t *len)
 		ack.staleness = m->u.ack.staleness;
 		ack.seq = m->u.ack.seq;
 		ack.stop = m->u.ack.stop != 0;
+		ack.duplicate = m->u.ack.duplicate != 0;
 		env.body_case = PS__ENVELOPE__BODY_ACK;
 		env.ack = &ack;
 		break;
@@ -157,6 +167,11 @@ int ps_wire_encode(const ps_msg *m, uint8_t *buf, size_t cap, size_t *len)
 		bye.steps = m->u.bye.steps;
 		env.body_case = PS__ENVELOPE__BODY_BYE;
 		env.bye = &bye;
+		break;
+	case PS_MSG_HEARTBEAT:
+		heartbeat.version = m->u.heartbeat.version;
+		env.body_case = PS__ENVELOPE__BODY_HEARTBEAT;
+		env.heartbeat = &heartbeat;
 		break;
 	case PS_MSG_STOP:
 		memcpy(message, m->u.stop.reason, sizeof message);
@@ -256,6 +271,8 @@ int ps_wire_decode(const uint8_t *buf, size_t len, ps_msg *out, ps_err *e)
 		out->u.hello.model.input_dim = h->model->input_dim;
 		out->u.hello.model.output_dim = h->model->output_dim;
 		out->u.hello.model.init_seed = h->model->init_seed;
+		out->u.hello.applied_pushes = h->applied_pushes;
+		out->u.hello.rejoin = h->rejoin;
 		break;
 	}
 	case PS__ENVELOPE__BODY_WELCOME: {
@@ -269,7 +286,16 @@ int ps_wire_decode(const uint8_t *buf, size_t len, ps_msg *out, ps_err *e)
 		out->u.welcome.num_workers = w->num_workers;
 		out->u.welcome.shard = w->shard;
 		out->u.welcome.num_shards = w->num_shards;
+		out->u.welcome.clock = w->clock;
+		out->u.welcome.last_seq = w->last_seq;
+		out->u.welcome.pushes = w->pushes;
+		out->u.welcome.heartbeat_seconds = w->heartbeat_seconds;
 		rc = check_range(w->begin, w->end, "welcome", e);
+		if (rc == PS_OK && !(w->heartbeat_seconds >= 0 &&
+				     w->heartbeat_seconds <= 1e6))
+			rc = ps_err_set(e, PS_EPROTO,
+					"welcome: heartbeat interval %g",
+					w->heartbeat_seconds);
 		if (rc == PS_OK && w->end > w->num_params)
 			rc = ps_err_set(e, PS_EPROTO,
 					"welcome: range beyond the model");
@@ -314,6 +340,7 @@ int ps_wire_decode(const uint8_t *buf, size_t len, ps_msg *out, ps_err *e)
 		out->u.ack.staleness = env->ack->staleness;
 		out->u.ack.seq = env->ack->seq;
 		out->u.ack.stop = env->ack->stop;
+		out->u.ack.duplicate = env->ack->duplicate;
 		break;
 	case PS__ENVELOPE__BODY_ERROR:
 		out->kind = PS_MSG_ERROR;
@@ -327,6 +354,10 @@ int ps_wire_decode(const uint8_t *buf, size_t len, ps_msg *out, ps_err *e)
 		out->kind = PS_MSG_BYE;
 		out->u.bye.samples = env->bye->samples;
 		out->u.bye.steps = env->bye->steps;
+		break;
+	case PS__ENVELOPE__BODY_HEARTBEAT:
+		out->kind = PS_MSG_HEARTBEAT;
+		out->u.heartbeat.version = env->heartbeat->version;
 		break;
 	case PS__ENVELOPE__BODY_STOP:
 		out->kind = PS_MSG_STOP;

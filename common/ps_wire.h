@@ -33,6 +33,7 @@ enum ps_msg_kind {
 	PS_MSG_ACK = 15,
 	PS_MSG_ERROR = 16,
 	PS_MSG_BYE = 17,
+	PS_MSG_HEARTBEAT = 18,
 	PS_MSG_STOP = 21,
 };
 
@@ -53,18 +54,24 @@ enum ps_wire_errcode {
 	PS_WIRE_ERR_MODEL_MISMATCH = 6,
 	PS_WIRE_ERR_BAD_RANK = 7,
 	PS_WIRE_ERR_SHUTTING_DOWN = 8,
+	PS_WIRE_ERR_TOO_OLD = 9,
 };
 
 typedef struct ps_msg_hello {
 	enum ps_role role;
 	uint32_t rank;
 	ps_model_spec model;
+	uint64_t applied_pushes; /* workers: applied since the last welcome */
+	int rejoin;              /* registered with this run's server before */
 } ps_msg_hello;
 
 typedef struct ps_msg_welcome {
 	uint32_t worker_id;
 	uint64_t num_params, begin, end, version;
 	uint32_t num_workers, shard, num_shards;
+	/* Workers: this rank's standing, to carry on from (proto Welcome). */
+	uint64_t clock, last_seq, pushes;
+	double heartbeat_seconds;
 } ps_msg_welcome;
 
 typedef struct ps_msg_pull {
@@ -88,7 +95,12 @@ typedef struct ps_msg_push {
 typedef struct ps_msg_ack {
 	uint64_t version, staleness, seq;
 	int stop;
+	int duplicate; /* seq was applied before: not applied again */
 } ps_msg_ack;
+
+typedef struct ps_msg_heartbeat {
+	uint64_t version;
+} ps_msg_heartbeat;
 
 typedef struct ps_msg_error {
 	enum ps_wire_errcode code;
@@ -122,6 +134,7 @@ typedef struct ps_msg {
 		ps_msg_error error;
 		ps_msg_bye bye;
 		ps_msg_stop stop;
+		ps_msg_heartbeat heartbeat;
 	} u;
 } ps_msg;
 

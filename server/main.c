@@ -2,14 +2,17 @@
  * ps-server: parse options, listen, run the server's event loop, and on
  * the way out write the trained model and the run's figures.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cblas.h>
 
+#include "ps_checkpoint.h"
 #include "ps_cli.h"
 #include "ps_cluster.h"
 #include "ps_mpi.h"
@@ -19,6 +22,35 @@
 #include "ps_transport.h"
 
 static volatile int stop_flag;
+
+/* "500" (updates) or "30s" (seconds) into one of the two. */
+static int parse_every(const char *text, uint64_t *updates, double *seconds,
+		       ps_err *e)
+{
+	char *end = NULL;
+	double v;
+
+	*updates = 0;
+	*seconds = 0;
+	if (text[0] < '0' || text[0] > '9')
+		goto bad;
+	v = strtod(text, &end);
+	if (end == text || !(v > 0 && v <= 1e15))
+		goto bad;
+	if (strcmp(end, "s") == 0) {
+		*seconds = v;
+		return PS_OK;
+	}
+	if (*end == '\0' && v == (double)(uint64_t)v) {
+		*updates = (uint64_t)v;
+		return PS_OK;
+	}
+bad:
+	return ps_err_set(e, PS_EINVAL,
+			  "--checkpoint-every '%s': expected a number of "
+			  "updates (500) or of seconds (30s), above 0",
+			  text);
+}
 
 static void on_signal(int sig)
 {
@@ -80,6 +112,10 @@ int main(int argc, char **argv)
 	int workers = 0, optimizer = 0, level = 2;
 	double lr = 0.1, idle_timeout = 120, eval_grace = 30;
 	int evaluators = 0;
+	double worker_timeout = 10, heartbeat = 2;
+	const char *checkpoint_dir = NULL, *checkpoint_every = NULL;
+	int checkpoint_keep = 2, resume = 0;
+	const char *drop_acks = getenv("PS_FAULT_DROP_ACK_EVERY");
 	double decay_steps = 1000, gamma = 0.5, warmup = 0;
 	double momentum = 0.9, beta1 = 0.9, beta2 = 0.999, eps = 1e-8,
 	       rho = 0.9, weight_decay = 0, l1 = 0;
@@ -163,6 +199,26 @@ int main(int argc, char **argv)
 		{"eval-grace", PS_CLI_DOUBLE, &eval_grace, "SECONDS",
 		 "after training, how long evaluators may take to fetch the final weights",
 		 0, 1e6, NULL},
+		{"worker-timeout", PS_CLI_DOUBLE, &worker_timeout, "SECONDS",
+		 "drop a trainer not heard from for this long (crashed, killed, cut "
+		 "off): nothing waits for it any more; 0 never drops one",
+		 0, 1e6, NULL},
+		{"heartbeat", PS_CLI_DOUBLE, &heartbeat, "SECONDS",
+		 "a client waiting this long for a reply sends a heartbeat (told to "
+		 "clients at registration); below --worker-timeout",
+		 0.01, 1e5, NULL},
+		{"checkpoint-dir", PS_CLI_STRING, &checkpoint_dir, "DIR",
+		 "write checkpoints (weights, optimizer state, counters) here: "
+		 "periodically with --checkpoint-every, and when the run ends or is "
+		 "stopped", 0, -1, NULL},
+		{"checkpoint-every", PS_CLI_STRING, &checkpoint_every, "N|Ns",
+		 "checkpoint after every N updates (500) or every N seconds (30s)",
+		 0, -1, NULL},
+		{"checkpoint-keep", PS_CLI_INT, &checkpoint_keep, "K",
+		 "keep the newest K checkpoints", 1, 1000, NULL},
+		{"resume", PS_CLI_FLAG, &resume, NULL,
+		 "start from the newest valid checkpoint in --checkpoint-dir (a "
+		 "corrupt one is refused and the next older tried)", 0, -1, NULL},
 		{"max-message-mb", PS_CLI_DOUBLE, &max_message_mb, "MB",
 		 "largest frame accepted (envelope or tensor); a peer sending a larger one is disconnected",
 		 0.001, 1e6, NULL},
@@ -244,6 +300,37 @@ int main(int argc, char **argv)
 	}
 	cfg.staleness_lr = staleness_lr;
 	cfg.dc_lambda = dc_lambda;
+	cfg.worker_timeout = worker_timeout;
+	cfg.heartbeat = heartbeat;
+	if (worker_timeout > 0 && heartbeat >= worker_timeout) {
+		fprintf(stderr, "ps-server: --heartbeat %g must be below "
+				"--worker-timeout %g\n",
+			heartbeat, worker_timeout);
+		return 2;
+	}
+	if ((checkpoint_every || resume) && !checkpoint_dir) {
+		fprintf(stderr, "ps-server: --%s needs --checkpoint-dir\n",
+			resume ? "resume" : "checkpoint-every");
+		return 2;
+	}
+	if (checkpoint_every &&
+	    parse_every(checkpoint_every, &cfg.checkpoint_updates,
+			&cfg.checkpoint_seconds, &e) != PS_OK) {
+		fprintf(stderr, "ps-server: %s\n", e.msg);
+		return 2;
+	}
+	cfg.checkpoint_dir = checkpoint_dir;
+	cfg.checkpoint_keep = checkpoint_keep;
+	if (drop_acks && *drop_acks) {
+		char *end = NULL;
+		cfg.drop_ack_every = strtoull(drop_acks, &end, 10);
+		if (*end != '\0' || cfg.drop_ack_every == 0) {
+			fprintf(stderr, "ps-server: PS_FAULT_DROP_ACK_EVERY='%s': "
+					"expected a number above 0\n",
+				drop_acks);
+			return 2;
+		}
+	}
 	if (check) {
 		printf("ok: optimizer %s\n",
 		       ps_optim_describe(&cfg.optim, optim_desc,
@@ -307,6 +394,39 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ps-server: %s\n", e.msg);
 		goto out;
 	}
+	if (checkpoint_dir && mkdir(checkpoint_dir, 0755) != 0 &&
+	    errno != EEXIST) {
+		fprintf(stderr, "ps-server: cannot create %s: %s\n",
+			checkpoint_dir, strerror(errno));
+		goto out;
+	}
+	if (resume) {
+		ps_checkpoint ck;
+		char path[4096];
+		rc = ps_checkpoint_load_newest(checkpoint_dir, &ck, path,
+					       sizeof path, &e);
+		if (rc == PS_OK) {
+			rc = ps_server_restore(s, &ck, &e);
+			if (rc == PS_OK)
+				ps_log_info("resumed from %s: version %llu, "
+					    "%llu samples", path,
+					    (unsigned long long)ck.version,
+					    (unsigned long long)ck.samples);
+			else {
+				ps_err why = e;
+				ps_err_set(&e, rc, "%s: %s", path, why.msg);
+			}
+			ps_checkpoint_release(&ck);
+		}
+		if (rc != PS_OK) {
+			fprintf(stderr, "ps-server: cannot resume: %s\n", e.msg);
+			goto out;
+		}
+	}
+	if (cfg.drop_ack_every)
+		ps_log_warn("fault injection: dropping every %llu-th ack "
+			    "(PS_FAULT_DROP_ACK_EVERY)",
+			    (unsigned long long)cfg.drop_ack_every);
 	ps_log_info("listening on %s for %d worker(s), %s; optimizer %s",
 		    published, workers, consistency,
 		    ps_optim_describe(&cfg.optim, optim_desc,
@@ -327,6 +447,21 @@ int main(int argc, char **argv)
 	} else {
 		ps_log_error("%s", e.msg);
 		status = rc == PS_EINTR ? 0 : 1;
+	}
+	if (checkpoint_dir) {
+		/* The last state, also after a signal: resume from here. */
+		ps_server_stats st;
+		ps_server_get_stats(s, &st);
+		if (st.version == 0 && !st.resumed) {
+			ps_log_info("no update applied: no final checkpoint");
+		} else if (ps_server_checkpoint(s, &e) != PS_OK) {
+			ps_log_error("final checkpoint failed: %s", e.msg);
+			status = 1;
+		} else {
+			ps_log_info("final checkpoint at version %llu in %s",
+				    (unsigned long long)st.version,
+				    checkpoint_dir);
+		}
 	}
 
 	if (model_out) {

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ps_checkpoint.h"
 #include "ps_json.h"
 #include "ps_log.h"
 #include "ps_wire.h"
@@ -40,6 +41,10 @@ typedef struct peer_slot {
 	float *bsp_grad;      /* bsp: this clock's gradient, whole range */
 	uint32_t bsp_batch;   /* bsp: its batch size; 0 when none yet */
 	float *dc_pulled;     /* dc-asgd: the weights last sent to it */
+	double last_heard;    /* ps_now() of its last message */
+	int lost;             /* trainers: dropped after worker_timeout */
+	uint64_t last_seq;    /* highest push seq applied */
+	uint64_t seq_mask;    /* bit i: seq last_seq - 1 - i applied */
 } peer_slot;
 
 struct ps_server {
@@ -57,6 +62,9 @@ struct ps_server {
 	ps_server_stats st;
 	uint64_t bsp_clock;   /* bsp: combined steps applied so far */
 	double t_first_hello, t_done;
+	double train_seconds_before; /* from the checkpoint resumed from */
+	double t_checkpoint;         /* ps_now() of the last checkpoint */
+	uint64_t acks_counted;       /* for drop_ack_every */
 	uint8_t out[PS_WIRE_HEAD_MAX];
 };
 
@@ -100,6 +108,11 @@ int ps_server_new(ps_server **out, const ps_server_config *cfg,
 		return ps_err_set(e, PS_EINVAL, "need at least one worker");
 	if (cfg->consistency == PS_CONSISTENCY_SSP && cfg->ssp_bound == 0)
 		return ps_err_set(e, PS_EINVAL, "ssp needs a bound >= 1");
+	if (cfg->worker_timeout > 0 && cfg->heartbeat >= cfg->worker_timeout)
+		return ps_err_set(e, PS_EINVAL,
+				  "heartbeat interval %g s must be below the "
+				  "worker timeout %g s",
+				  cfg->heartbeat, cfg->worker_timeout);
 	if (!(isfinite(cfg->dc_lambda) && cfg->dc_lambda >= 0))
 		return ps_err_set(e, PS_EINVAL,
 				  "delay-compensation lambda must be >= 0, got %g",
@@ -285,6 +298,53 @@ out:
 	return rc;
 }
 
+/* A trainer's hello: a first registration, or the same rank again (a
+ * restarted worker process, a reconnection, or a worker whose server was
+ * restarted). It gets a clock the others are not waiting on and carries on
+ * from the slot's push sequence. */
+static void rejoin_worker(ps_server *s, peer_slot *slot,
+			  const ps_msg_hello *h)
+{
+	uint32_t rank = (uint32_t)(slot - s->workers);
+
+	if (!slot->registered) {
+		s->st.workers_seen++;
+	} else {
+		s->st.rejoins++;
+		ps_log_warn("worker %u registered again%s; its old connection "
+			    "is dropped",
+			    rank, slot->lost ? " after it was dropped" : "");
+	}
+	/* Updates this worker saw acknowledged that the checkpoint we
+	 * resumed from lacks: lost with the server that acknowledged them. */
+	if (h->rejoin && h->applied_pushes > slot->pushes) {
+		s->st.updates_lost += h->applied_pushes - slot->pushes;
+		ps_log_warn("worker %u: %" PRIu64 " of its acknowledged updates "
+			    "are not in the checkpoint resumed from",
+			    rank, h->applied_pushes - slot->pushes);
+	}
+	if (slot->done) {
+		slot->done = 0;
+		s->st.workers_done--;
+		s->t_done = 0;
+	}
+	slot->lost = 0;
+	slot->waiting.active = 0; /* its old connection's pull */
+	if (s->cfg.consistency == PS_CONSISTENCY_BSP) {
+		slot->clock = s->bsp_clock + (slot->bsp_batch ? 1 : 0);
+	} else if (s->cfg.consistency == PS_CONSISTENCY_SSP) {
+		uint64_t slowest = UINT64_MAX;
+		for (uint32_t r = 0; r < s->cfg.num_workers; r++) {
+			const peer_slot *o = &s->workers[r];
+			if (r != rank && o->registered && !o->done && !o->lost &&
+			    o->clock < slowest)
+				slowest = o->clock;
+		}
+		if (slowest != UINT64_MAX && slot->clock < slowest)
+			slot->clock = slowest;
+	}
+}
+
 static int handle_hello(ps_server *s, const ps_frame *f, const ps_msg *in)
 {
 	const ps_msg_hello *h = &in->u.hello;
@@ -323,16 +383,7 @@ static int handle_hello(ps_server *s, const ps_frame *f, const ps_msg *in)
 	if (h->role == PS_ROLE_WORKER) {
 		slot = &s->workers[h->rank];
 		id = h->rank + 1;
-		if (slot->registered && !ps_peer_equal(&slot->peer, &f->from))
-			ps_log_warn("worker %u registered again from a new "
-				    "connection; the old one is dropped",
-				    h->rank);
-		if (!slot->registered)
-			s->st.workers_seen++;
-		if (slot->done) {
-			slot->done = 0;
-			s->st.workers_done--;
-		}
+		rejoin_worker(s, slot, h);
 	} else {
 		uint32_t k;
 		for (k = 0; k < s->num_evals; k++)
@@ -349,6 +400,7 @@ static int handle_hello(ps_server *s, const ps_frame *f, const ps_msg *in)
 	}
 	slot->registered = 1;
 	slot->peer = f->from;
+	slot->last_heard = ps_now();
 	/* Training time runs from the first trainer's hello: an evaluator
 	 * that connects early does not count. */
 	if (h->role == PS_ROLE_WORKER && s->t_first_hello == 0)
@@ -366,6 +418,12 @@ static int handle_hello(ps_server *s, const ps_frame *f, const ps_msg *in)
 	m.u.welcome.num_workers = s->cfg.num_workers;
 	m.u.welcome.shard = 0;
 	m.u.welcome.num_shards = 1;
+	m.u.welcome.heartbeat_seconds = s->cfg.heartbeat;
+	if (h->role == PS_ROLE_WORKER) {
+		m.u.welcome.clock = slot->clock;
+		m.u.welcome.last_seq = slot->last_seq;
+		m.u.welcome.pushes = slot->pushes;
+	}
 	reply(s, &f->from, &m, NULL, 0);
 	return PS_OK;
 }
@@ -380,7 +438,10 @@ static peer_slot *sender(ps_server *s, const ps_frame *f, const ps_msg *in)
 		slot = &s->workers[id - 1];
 	else if (id >= EVAL_ID_BASE && id - EVAL_ID_BASE < s->num_evals)
 		slot = &s->evals[id - EVAL_ID_BASE];
-	if (!slot || !slot->registered || !ps_peer_equal(&slot->peer, &f->from))
+	/* A dropped trainer must register again: that gives it a clock
+	 * the others are not waiting on. */
+	if (!slot || !slot->registered || slot->lost ||
+	    !ps_peer_equal(&slot->peer, &f->from))
 		return NULL;
 	return slot;
 }
@@ -399,14 +460,15 @@ static int check_range(ps_server *s, const ps_frame *f, const ps_msg *in,
 		      why);
 }
 
-/* The smallest clock among trainers that have not said bye (trainers
- * that have not said hello yet count with clock 0), or UINT64_MAX when
- * every trainer has finished. */
+/* The smallest clock among trainers that have not said bye and were not
+ * dropped (trainers that have not said hello yet count with clock 0), or
+ * UINT64_MAX when there is none. */
 static uint64_t slowest_clock(const ps_server *s)
 {
 	uint64_t min = UINT64_MAX;
 	for (uint32_t r = 0; r < s->cfg.num_workers; r++)
-		if (!s->workers[r].done && s->workers[r].clock < min)
+		if (!s->workers[r].done && !s->workers[r].lost &&
+		    s->workers[r].clock < min)
 			min = s->workers[r].clock;
 	return min;
 }
@@ -547,7 +609,7 @@ static void bsp_try_step(ps_server *s)
 
 	for (uint32_t r = 0; r < s->cfg.num_workers; r++) {
 		const peer_slot *w = &s->workers[r];
-		if (!w->done && w->bsp_batch == 0)
+		if (!w->done && !w->lost && w->bsp_batch == 0)
 			return; /* still waiting for this one */
 		total += w->bsp_batch;
 	}
@@ -574,6 +636,67 @@ static void bsp_try_step(ps_server *s)
 	s->st.model_version = s->st.version;
 	s->st.bsp_steps++;
 	s->bsp_clock++;
+}
+
+/* Has push seq of this trainer been applied? 1 yes, 0 no, -1 too old to
+ * tell (more than 64 below the newest). Seq 0 is never remembered. */
+static int seq_seen(const peer_slot *w, uint64_t seq)
+{
+	uint64_t d;
+
+	if (seq > w->last_seq)
+		return 0;
+	if (seq == w->last_seq)
+		return 1;
+	d = w->last_seq - seq;
+	if (d > 64)
+		return -1;
+	return (int)((w->seq_mask >> (d - 1)) & 1);
+}
+
+static void seq_mark(peer_slot *w, uint64_t seq)
+{
+	uint64_t d;
+
+	if (seq > w->last_seq) {
+		d = seq - w->last_seq;
+		w->seq_mask = d >= 64 ? 0 : w->seq_mask << d;
+		if (w->last_seq > 0 && d <= 64)
+			w->seq_mask |= (uint64_t)1 << (d - 1);
+		w->last_seq = seq;
+	} else if (seq < w->last_seq && w->last_seq - seq <= 64) {
+		w->seq_mask |= (uint64_t)1 << (w->last_seq - seq - 1);
+	}
+}
+
+/* A push sent again because its ack was lost: answer, apply nothing. */
+static int answer_repeat(ps_server *s, const ps_frame *f, const ps_msg *in,
+			 int seen)
+{
+	ps_msg m;
+	char why[120];
+
+	if (seen < 0) {
+		s->st.too_old++;
+		snprintf(why, sizeof why,
+			 "push: seq %" PRIu64 " is too old to tell whether it "
+			 "was applied; dropped", in->u.push.seq);
+		ps_msg_init(&m, PS_MSG_ERROR, in->request_id, in->worker_id);
+		m.u.error.code = PS_WIRE_ERR_TOO_OLD;
+		snprintf(m.u.error.message, sizeof m.u.error.message, "%s", why);
+		reply(s, &f->from, &m, NULL, 0);
+		return PS_ERANGE;
+	}
+	s->st.duplicates++;
+	ps_log_debug("push seq %" PRIu64 " of worker %u applied before; "
+		     "acknowledged again", in->u.push.seq, in->worker_id - 1);
+	ps_msg_init(&m, PS_MSG_ACK, in->request_id, in->worker_id);
+	m.u.ack.version = s->st.version;
+	m.u.ack.seq = in->u.push.seq;
+	m.u.ack.duplicate = 1;
+	m.u.ack.stop = s->st.stopped;
+	reply(s, &f->from, &m, NULL, 0);
+	return PS_OK;
 }
 
 static int handle_push(ps_server *s, const ps_frame *f, const ps_msg *in,
@@ -624,6 +747,12 @@ static int handle_push(ps_server *s, const ps_frame *f, const ps_msg *in,
 				      : "evaluators only pull");
 		return reject(s, f, in->request_id, PS_EPROTO,
 			      PS_WIRE_ERR_MALFORMED, why);
+	}
+	/* Before the clock checks: a repeat carries the clock it had. */
+	if (p->seq != 0) {
+		int seen = seq_seen(slot, p->seq);
+		if (seen != 0)
+			return answer_repeat(s, f, in, seen);
 	}
 	if (s->cfg.consistency != PS_CONSISTENCY_ASYNC && p->clock != slot->clock) {
 		snprintf(why, sizeof why,
@@ -682,13 +811,19 @@ static int handle_push(ps_server *s, const ps_frame *f, const ps_msg *in,
 	slot->pushes++;
 	slot->samples += p->batch_size;
 	slot->clock++;
+	if (p->seq != 0)
+		seq_mark(slot, p->seq);
 
 	ps_msg_init(&m, PS_MSG_ACK, in->request_id, in->worker_id);
 	m.u.ack.version = s->st.version;
 	m.u.ack.staleness = tau;
 	m.u.ack.seq = p->seq;
 	m.u.ack.stop = s->st.stopped;
-	reply(s, &f->from, &m, NULL, 0);
+	if (s->cfg.drop_ack_every &&
+	    ++s->acks_counted % s->cfg.drop_ack_every == 0)
+		s->st.acks_dropped++; /* fault injection: "lost" on the way */
+	else
+		reply(s, &f->from, &m, NULL, 0);
 	if (s->cfg.consistency == PS_CONSISTENCY_BSP)
 		bsp_try_step(s);
 	serve_waiting_pulls(s);
@@ -782,6 +917,17 @@ static int handle_stop(ps_server *s, const ps_frame *f, const ps_msg *in)
 	return PS_OK;
 }
 
+static int handle_heartbeat(ps_server *s, const ps_frame *f,
+			    const ps_msg *in)
+{
+	ps_msg m;
+
+	ps_msg_init(&m, PS_MSG_HEARTBEAT, in->request_id, in->worker_id);
+	m.u.heartbeat.version = s->st.version;
+	reply(s, &f->from, &m, NULL, 0);
+	return PS_OK;
+}
+
 int ps_server_handle(ps_server *s, const ps_frame *f)
 {
 	ps_msg in;
@@ -810,7 +956,10 @@ int ps_server_handle(ps_server *s, const ps_frame *f)
 		return reject(s, f, in.request_id, PS_EUNKNOWN_WORKER,
 			      PS_WIRE_ERR_UNKNOWN_WORKER, why);
 	}
+	slot->last_heard = ps_now();
 	switch (in.kind) {
+	case PS_MSG_HEARTBEAT:
+		return handle_heartbeat(s, f, &in);
 	case PS_MSG_PULL:
 		return handle_pull(s, f, &in, slot);
 	case PS_MSG_PUSH:
@@ -831,7 +980,42 @@ int ps_server_handle(ps_server *s, const ps_frame *f)
 
 int ps_server_training_done(const ps_server *s)
 {
-	return s->st.workers_done == s->cfg.num_workers;
+	for (uint32_t r = 0; r < s->cfg.num_workers; r++)
+		if (!s->workers[r].done && !s->workers[r].lost)
+			return 0;
+	return 1;
+}
+
+void ps_server_check_liveness(ps_server *s, double now)
+{
+	int dropped = 0;
+
+	if (s->cfg.worker_timeout <= 0)
+		return;
+	for (uint32_t r = 0; r < s->cfg.num_workers; r++) {
+		peer_slot *w = &s->workers[r];
+		if (!w->registered || w->done || w->lost ||
+		    now - w->last_heard <= s->cfg.worker_timeout)
+			continue;
+		w->lost = 1;
+		w->waiting.active = 0;
+		s->st.workers_lost++;
+		dropped = 1;
+		ps_log_warn("worker %u lost: nothing heard for %.1f s; carrying "
+			    "on without it (%" PRIu64 " pushes applied from it)",
+			    r, now - w->last_heard, w->pushes);
+	}
+	if (!dropped)
+		return;
+	/* Nobody waits for the dropped: a step or a held pull may be due. */
+	if (s->cfg.consistency == PS_CONSISTENCY_BSP)
+		bsp_try_step(s);
+	serve_waiting_pulls(s);
+	if (ps_server_training_done(s) && s->t_done == 0) {
+		s->t_done = now;
+		ps_log_info("training done: %" PRIu64 " updates (%u worker(s) "
+			    "lost)", s->st.version, s->st.workers_lost);
+	}
 }
 
 /* Every evaluator that said hello has said bye, and at least as many as
@@ -845,6 +1029,160 @@ static int evaluators_done(const ps_server *s)
 		if (!s->evals[k].done)
 			return 0;
 	return 1;
+}
+
+int ps_server_restore(ps_server *s, const ps_checkpoint *ck, ps_err *e)
+{
+	float *state;
+	size_t count;
+	uint64_t steps;
+	int rc;
+
+	if (s->have_model)
+		return ps_err_set(e, PS_EINVAL, "the model is already set");
+	if (ck->num_workers != s->cfg.num_workers)
+		return ps_err_set(e, PS_EINVAL,
+				  "the checkpoint is of a run with %u workers, "
+				  "this one has %u",
+				  ck->num_workers, s->cfg.num_workers);
+	if (ck->optim_kind != (uint32_t)s->cfg.optim.kind)
+		return ps_err_set(e, PS_EINVAL,
+				  "the checkpoint holds %s optimizer state, "
+				  "this run uses %s",
+				  ps_optim_names[ck->optim_kind],
+				  ps_optim_names[s->cfg.optim.kind]);
+	rc = create_model(s, &ck->spec, e);
+	if (rc != PS_OK)
+		return rc;
+	ps_optim_state(s->optim, &state, &count, &steps);
+	if (s->n != ck->n || count != ck->state_count) {
+		/* create_model() sized them from the spec: the file's sizes
+		 * contradict its own model. */
+		rc = ps_err_set(e, PS_EINVAL,
+				"the checkpoint's model %s has %" PRIu64
+				" parameters, its file holds %" PRIu64,
+				ck->spec.name, s->n, ck->n);
+		free(s->w);
+		free(s->scratch);
+		s->w = s->scratch = NULL;
+		ps_optim_destroy(&s->optim);
+		s->have_model = 0;
+		s->n = 0;
+		return rc;
+	}
+	memcpy(s->w, ck->w, s->n * sizeof *s->w);
+	if (count)
+		memcpy(state, ck->state, count * sizeof *state);
+	ps_optim_set_steps(s->optim, ck->optim_steps);
+	for (uint32_t r = 0; r < s->cfg.num_workers; r++) {
+		peer_slot *w = &s->workers[r];
+		const ps_checkpoint_worker *c = &ck->workers[r];
+		w->clock = c->clock;
+		w->last_seq = c->last_seq;
+		w->seq_mask = c->seq_mask;
+		w->pushes = c->pushes;
+		w->samples = c->samples;
+		w->done = c->done;
+		if (c->done)
+			s->st.workers_done++;
+		if (w->dc_pulled)
+			memcpy(w->dc_pulled, s->w, s->n * sizeof *s->w);
+	}
+	s->st.version = ck->version;
+	s->st.model_version = ck->model_version;
+	s->st.samples = ck->samples;
+	s->st.pulls = ck->pulls;
+	s->st.pushes_applied = ck->pushes_applied;
+	s->st.bsp_steps = ck->bsp_steps;
+	s->bsp_clock = ck->bsp_clock;
+	s->st.staleness_max = ck->staleness_max;
+	memcpy(s->st.staleness_hist, ck->staleness_hist,
+	       sizeof s->st.staleness_hist);
+	s->st.staleness_sum = ck->staleness_sum;
+	s->st.updates_lost = ck->updates_lost;
+	s->train_seconds_before = ck->train_seconds;
+	s->st.resumed = 1;
+	s->st.resumed_version = ck->version;
+	s->st.checkpoint_version = ck->version;
+	s->t_checkpoint = ps_now();
+	return PS_OK;
+}
+
+int ps_server_checkpoint(ps_server *s, ps_err *e)
+{
+	ps_checkpoint ck;
+	ps_checkpoint_worker *workers = NULL;
+	ps_server_stats st;
+	float *state;
+	size_t count;
+	char path[4096];
+	int rc;
+
+	if (!s->cfg.checkpoint_dir)
+		return ps_err_set(e, PS_EINVAL, "no checkpoint directory");
+	if (!s->have_model)
+		return ps_err_set(e, PS_EINVAL, "no model yet: nothing to save");
+	workers = calloc(s->cfg.num_workers, sizeof *workers);
+	if (!workers)
+		return ps_err_set(e, PS_ENOMEM, "out of memory");
+	ps_server_get_stats(s, &st);
+	memset(&ck, 0, sizeof ck);
+	ck.spec = s->spec;
+	ck.w = s->w;
+	ck.n = s->n;
+	ck.version = st.version;
+	ck.model_version = st.model_version;
+	ck.optim_kind = (uint32_t)s->cfg.optim.kind;
+	ps_optim_state(s->optim, &state, &count, &ck.optim_steps);
+	ck.state = state;
+	ck.state_count = count;
+	ck.consistency = (uint32_t)s->cfg.consistency;
+	ck.num_workers = s->cfg.num_workers;
+	for (uint32_t r = 0; r < s->cfg.num_workers; r++) {
+		const peer_slot *w = &s->workers[r];
+		workers[r] = (ps_checkpoint_worker){w->clock, w->last_seq,
+						    w->seq_mask, w->pushes,
+						    w->samples, w->done};
+	}
+	ck.workers = workers;
+	ck.samples = st.samples;
+	ck.pulls = st.pulls;
+	ck.pushes_applied = st.pushes_applied;
+	ck.bsp_steps = st.bsp_steps;
+	ck.bsp_clock = s->bsp_clock;
+	ck.staleness_max = st.staleness_max;
+	memcpy(ck.staleness_hist, st.staleness_hist, sizeof ck.staleness_hist);
+	ck.updates_lost = st.updates_lost;
+	ck.staleness_sum = st.staleness_sum;
+	ck.train_seconds = st.train_seconds;
+	rc = ps_checkpoint_save(s->cfg.checkpoint_dir, &ck,
+				s->cfg.checkpoint_keep, path, sizeof path, e);
+	free(workers);
+	s->t_checkpoint = ps_now();
+	if (rc != PS_OK)
+		return rc;
+	s->st.checkpoints++;
+	s->st.checkpoint_version = st.version;
+	ps_log_debug("checkpoint at version %" PRIu64 ": %s", st.version, path);
+	return PS_OK;
+}
+
+/* Is a periodic checkpoint due? Under bsp only between steps: a stored
+ * gradient that a checkpoint would not hold was already acknowledged. */
+static int checkpoint_due(const ps_server *s, double now)
+{
+	if (!s->cfg.checkpoint_dir || !s->have_model ||
+	    s->st.version == s->st.checkpoint_version)
+		return 0;
+	if (s->cfg.consistency == PS_CONSISTENCY_BSP)
+		for (uint32_t r = 0; r < s->cfg.num_workers; r++)
+			if (s->workers[r].bsp_batch)
+				return 0;
+	return (s->cfg.checkpoint_updates &&
+		s->st.version - s->st.checkpoint_version >=
+			s->cfg.checkpoint_updates) ||
+	       (s->cfg.checkpoint_seconds > 0 &&
+		now - s->t_checkpoint >= s->cfg.checkpoint_seconds);
 }
 
 int ps_server_run(ps_server *s, volatile int *stop, ps_err *e)
@@ -867,6 +1205,14 @@ int ps_server_run(ps_server *s, volatile int *stop, ps_err *e)
 			return ps_err_set(e, rc, "receive failed: %s",
 					  ps_strerror(rc));
 		}
+		ps_server_check_liveness(s, now);
+		if (checkpoint_due(s, now)) {
+			ps_err ce = {0};
+			/* A failed checkpoint is not the end of training:
+			 * say so, and try again at the next one. */
+			if (ps_server_checkpoint(s, &ce) != PS_OK)
+				ps_log_error("checkpoint failed: %s", ce.msg);
+		}
 		if (ps_server_training_done(s) &&
 		    (evaluators_done(s) || now - s->t_done >= s->cfg.eval_grace))
 			return PS_OK;
@@ -885,8 +1231,9 @@ int ps_server_run(ps_server *s, volatile int *stop, ps_err *e)
 void ps_server_get_stats(const ps_server *s, ps_server_stats *out)
 {
 	*out = s->st;
+	out->train_seconds = s->train_seconds_before;
 	if (s->t_first_hello > 0)
-		out->train_seconds =
+		out->train_seconds +=
 			(s->t_done > 0 ? s->t_done : ps_now()) - s->t_first_hello;
 }
 
@@ -953,12 +1300,26 @@ void ps_server_write_stats_json(const ps_server *s, FILE *f)
 		   ",\n  \"pushes_after_stop\": %" PRIu64 ",\n",
 		st.weights_restored ? "true" : "false", st.model_version,
 		st.pushes_after_stop);
+	fprintf(f, "  \"workers_lost\": %u,\n  \"rejoins\": %u,\n"
+		   "  \"duplicates\": %" PRIu64 ",\n  \"too_old\": %" PRIu64
+		   ",\n  \"acks_dropped\": %" PRIu64 ",\n"
+		   "  \"checkpoints\": %" PRIu64 ",\n"
+		   "  \"checkpoint_version\": %" PRIu64 ",\n"
+		   "  \"resumed\": %s,\n  \"resumed_version\": %" PRIu64
+		   ",\n  \"updates_lost\": %" PRIu64 ",\n",
+		st.workers_lost, st.rejoins, st.duplicates, st.too_old,
+		st.acks_dropped, st.checkpoints, st.checkpoint_version,
+		st.resumed ? "true" : "false", st.resumed_version,
+		st.updates_lost);
 	fprintf(f, "  \"per_worker\": [");
 	for (uint32_t i = 0; i < s->cfg.num_workers; i++)
 		fprintf(f, "%s{\"rank\": %u, \"pushes\": %" PRIu64
-			   ", \"samples\": %" PRIu64 ", \"done\": %s}",
+			   ", \"samples\": %" PRIu64 ", \"done\": %s"
+			   ", \"lost\": %s, \"last_seq\": %" PRIu64 "}",
 			i ? ", " : "", i, s->workers[i].pushes,
 			s->workers[i].samples,
-			s->workers[i].done ? "true" : "false");
+			s->workers[i].done ? "true" : "false",
+			s->workers[i].lost ? "true" : "false",
+			s->workers[i].last_seq);
 	fprintf(f, "]\n}\n");
 }

@@ -53,6 +53,23 @@ typedef struct ps_server_config {
 	/* Evaluators to wait for (within eval_grace) after training, even
 	 * if they have not said hello yet. */
 	uint32_t num_evaluators;
+	/* Seconds without a message from a registered trainer before it is
+	 * dropped as dead (docs/FAULTS.md); 0 never drops one. */
+	double worker_timeout;
+	/* Seconds a client waits for a reply before it sends a heartbeat;
+	 * told to every client in its welcome. Must be below worker_timeout. */
+	double heartbeat;
+	/* Checkpoints: into this directory (NULL: none), after every
+	 * checkpoint_updates updates and/or checkpoint_seconds seconds (0:
+	 * not by that measure), keeping the newest checkpoint_keep; and a
+	 * last one when the run ends or is stopped. */
+	const char *checkpoint_dir;
+	uint64_t checkpoint_updates;
+	double checkpoint_seconds;
+	int checkpoint_keep;
+	/* Fault injection for tests: do not send every Nth ack of an applied
+	 * push (0: off). */
+	uint64_t drop_ack_every;
 } ps_server_config;
 
 /* Counters of everything the server refused; each is also logged. */
@@ -93,6 +110,18 @@ typedef struct ps_server_stats {
 	uint64_t clock_lead_max;   /* max over answered trainer pulls of its
 				    * clock minus the slowest live trainer's
 				    * (not counting pulls after a stop) */
+	/* Faults (docs/FAULTS.md). */
+	uint32_t workers_lost;     /* trainers dropped after worker_timeout */
+	uint32_t rejoins;          /* hellos of a rank registered before */
+	uint64_t duplicates;       /* pushes sent again, acked, not applied */
+	uint64_t too_old;          /* repeats too old to tell, refused */
+	uint64_t acks_dropped;     /* fault injection: acks not sent */
+	uint64_t checkpoints;      /* checkpoints written */
+	uint64_t checkpoint_version; /* version of the last one written */
+	int resumed;               /* started from a checkpoint */
+	uint64_t resumed_version;  /* its version */
+	uint64_t updates_lost;     /* updates the workers saw acknowledged
+				    * that the checkpoint resumed from lacks */
 } ps_server_stats;
 
 typedef struct ps_server ps_server;
@@ -105,6 +134,23 @@ int ps_server_new(ps_server **out, const ps_server_config *cfg,
 		  ps_transport *t, ps_err *e) PS_WUR;
 
 void ps_server_destroy(ps_server **sp);
+
+struct ps_checkpoint;
+
+/* Start from a checkpoint (before the first message): the model, its
+ * weights and optimizer state, the counters and each worker's standing.
+ * Errors: PS_EINVAL (the checkpoint's worker count or optimizer differs
+ * from the configuration's, or the model is already set), PS_ENOMEM. */
+int ps_server_restore(ps_server *s, const struct ps_checkpoint *ck,
+		      ps_err *e) PS_WUR;
+
+/* Write a checkpoint into cfg.checkpoint_dir now. Errors: PS_EINVAL (no
+ * directory configured, or no model yet), those of ps_checkpoint_save(). */
+int ps_server_checkpoint(ps_server *s, ps_err *e) PS_WUR;
+
+/* Drop trainers not heard from for worker_timeout seconds at time now,
+ * as the event loop does between messages (exposed for tests). */
+void ps_server_check_liveness(ps_server *s, double now);
 
 /* Handle one received message: validate it, act, reply. Bad input is
  * counted, logged and answered with an error message where the sender can

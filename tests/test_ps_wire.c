@@ -456,7 +456,7 @@ static void test_wire_encode_unknown_kind(void **state)
 	size_t len = 0;
 	ps_msg_init(&m, PS_MSG_NONE, 1, 1);
 	assert_int_equal(ps_wire_encode(&m, buf, sizeof buf, &len), PS_EINVAL);
-	ps_msg_init(&m, (enum ps_msg_kind)18, 1, 1);
+	ps_msg_init(&m, (enum ps_msg_kind)19, 1, 1);
 	assert_int_equal(ps_wire_encode(&m, buf, sizeof buf, &len), PS_EINVAL);
 	ps_msg_init(&m, (enum ps_msg_kind)-1, 1, 1);
 	assert_int_equal(ps_wire_encode(&m, buf, sizeof buf, &len), PS_EINVAL);
@@ -660,11 +660,11 @@ static void test_wire_decode_no_body(void **state)
 	size_t len = pack_env(&env, buf, sizeof buf);
 	expect_decode(buf, len, PS_EPROTO, "body");
 
-	/* A body this protocol does not know (field 18, reserved for
-	 * Heartbeat) is an unknown field: still no known body. */
+	/* A body this protocol does not know (field 19, reserved for
+	 * Barrier) is an unknown field: still no known body. */
 	uint8_t future[PS_WIRE_HEAD_MAX];
 	memcpy(future, buf, len);
-	future[len] = (18 << 3) | 2; /* tag, two bytes as a varint */
+	future[len] = (19 << 3) | 2; /* tag, two bytes as a varint */
 	future[len + 1] = 0x01;
 	future[len + 2] = 0x00; /* empty message */
 	expect_decode(future, len + 3, PS_EPROTO, "body");

@@ -2,7 +2,10 @@
  * ps_client: a worker's connection to its server. Wraps the transport and
  * the wire format into hello, pull, push and bye calls. Pushes are sent
  * without waiting (several in flight, bounded); a pull waits for its
- * weights and takes in the acks that arrive meanwhile.
+ * weights and takes in the acks that arrive meanwhile. It rides out
+ * faults by itself (docs/FAULTS.md): a push whose ack was lost is sent
+ * again and applied once, a silent server gets heartbeats with backoff,
+ * and a restarted server is registered with again.
  */
 #ifndef PS_CLIENT_H
 #define PS_CLIENT_H
@@ -17,8 +20,16 @@ typedef struct ps_client ps_client;
 /* Plain value record of what a client saw. */
 typedef struct ps_client_stats {
 	uint64_t pushes, acks, pulls;
+	uint64_t applied;         /* this rank's pushes the server applied,
+				   * from its count at registration on */
+	uint64_t duplicates;      /* acks of pushes sent again: not applied
+				   * twice */
+	uint64_t resent;          /* pushes sent again (ack overdue) */
+	uint64_t rejoins;         /* registered again (server restarted) */
+	uint64_t pushes_dropped;  /* not applied: computed before the server
+				   * was restarted, or too old to tell */
 	uint64_t push_errors;     /* pushes the server refused */
-	uint64_t staleness_sum;   /* over acknowledged pushes */
+	uint64_t staleness_sum;   /* over applied pushes */
 	uint64_t staleness_max;
 	uint64_t last_version;    /* newest version the server reported */
 	uint64_t refused_after_stop; /* pushes that arrived after a stop */
@@ -27,9 +38,11 @@ typedef struct ps_client_stats {
 	char stop_reason[256];
 } ps_client_stats;
 
-/* Connect to the server at endpoint. timeout: seconds to wait for any
- * reply before giving up. max_inflight: pushes sent but not yet
- * acknowledged before push waits (>= 1).
+/* Connect to the server at endpoint. timeout: seconds a wait may go
+ * without any message from the server before giving up (heartbeats are
+ * answered, so a server holding a pull back under bsp is not silent).
+ * max_inflight: pushes sent but not yet acknowledged before push waits
+ * (>= 1); each keeps a copy of its gradient until acknowledged.
  * Errors: those of ps_transport_connect(), PS_ENOMEM. Caller owns the
  * result; release with ps_client_destroy(). One thread at a time. */
 int ps_client_new(ps_client **out, const char *endpoint, double timeout,
@@ -38,7 +51,9 @@ int ps_client_new(ps_client **out, const char *endpoint, double timeout,
 void ps_client_destroy(ps_client **cp);
 
 /* Register. On success *welcome holds the worker id, model size and key
- * range. Errors: PS_ETIMEDOUT (no answer within the timeout), PS_EPROTO
+ * range; for a worker, also its standing on the server (a restarted
+ * worker process carries on from it: the clocks this client sends are the
+ * caller's push count shifted to the server's clock for this rank). Errors: PS_ETIMEDOUT (no answer within the timeout), PS_EPROTO
  * (the server refused; e->msg has its reason), PS_EINTR (a signal came
  * while waiting), PS_ETRANSPORT. */
 int ps_client_hello(ps_client *c, enum ps_role role, uint32_t rank,

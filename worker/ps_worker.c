@@ -351,9 +351,18 @@ stopped:
 			    " pushes refused",
 			    steps, samples, secs,
 			    secs > 0 ? (double)samples / secs : 0.0,
-			    st.acks ? (double)st.staleness_sum / (double)st.acks
-				    : 0.0,
+			    st.applied ? (double)st.staleness_sum /
+						 (double)st.applied
+				       : 0.0,
 			    st.staleness_max, st.push_errors);
+		if (st.resent || st.rejoins || st.pushes_dropped)
+			ps_log_info("faults ridden out: %" PRIu64
+				    " pushes sent again (%" PRIu64
+				    " already applied), %" PRIu64
+				    " registrations again, %" PRIu64
+				    " pushes dropped",
+				    st.resent, st.duplicates, st.rejoins,
+				    st.pushes_dropped);
 		if (cfg->clip_norm > 0 || cfg->clip_value > 0)
 			ps_log_info("clipped %" PRIu64 " of %" PRIu64
 				    " gradients by norm, %" PRIu64 " by value",
