@@ -994,16 +994,26 @@ void ps_server_check_liveness(ps_server *s, double now)
 		return;
 	for (uint32_t r = 0; r < s->cfg.num_workers; r++) {
 		peer_slot *w = &s->workers[r];
-		if (!w->registered || w->done || w->lost ||
-		    now - w->last_heard <= s->cfg.worker_timeout)
+		/* A rank that never registered, worker_timeout after the
+		 * first one did, died starting (or is slow: it registers
+		 * when it comes, like a restarted one). */
+		double since = w->registered ? w->last_heard : s->t_first_hello;
+		if (w->done || w->lost || s->t_first_hello == 0 ||
+		    now - since <= s->cfg.worker_timeout)
 			continue;
 		w->lost = 1;
 		w->waiting.active = 0;
 		s->st.workers_lost++;
 		dropped = 1;
-		ps_log_warn("worker %u lost: nothing heard for %.1f s; carrying "
-			    "on without it (%" PRIu64 " pushes applied from it)",
-			    r, now - w->last_heard, w->pushes);
+		if (w->registered)
+			ps_log_warn("worker %u lost: nothing heard for %.1f s; "
+				    "carrying on without it (%" PRIu64
+				    " pushes applied from it)",
+				    r, now - w->last_heard, w->pushes);
+		else
+			ps_log_warn("worker %u has not registered %.1f s after "
+				    "the first one; carrying on without it until "
+				    "it does", r, now - since);
 	}
 	if (!dropped)
 		return;

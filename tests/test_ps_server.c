@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "fake_transport.h"
+#include "ps_checkpoint.h"
 #include "ps_log.h"
 #include "ps_model.h"
 #include "ps_server.h"
@@ -1815,11 +1816,373 @@ static void test_server_stats_json_has_the_figures(void **state)
 	assert_int_equal(depth, 0);
 }
 
+/* --- faults (docs/FAULTS.md) ---------------------------------------------- */
+
+/* A server configured by cfg (num_workers NUM_WORKERS, SGD at LR unless
+ * cfg says otherwise) replaces the fixture's. */
+static void use_server_cfg(fx *f, ps_server_config *cfg)
+{
+	ps_err e = {0, ""};
+
+	ps_server_destroy(&f->s);
+	if (!cfg->num_workers)
+		cfg->num_workers = NUM_WORKERS;
+	if (!cfg->optim.lr) {
+		cfg->optim.kind = PS_OPTIM_SGD;
+		cfg->optim.lr = LR;
+	}
+	assert_int_equal(ps_server_new(&f->s, cfg, f->t, &e), PS_OK);
+}
+
+/* Feed push m (gradient g) from worker `rank`; return the reply. */
+static ps_msg push_msg(fx *f, uint32_t rank, const ps_msg *m, const float *g)
+{
+	ps_msg r;
+
+	(void)feed(f, &f->peer[rank], m, g, NPARAMS * sizeof *g);
+	take_next_reply(f, &f->peer[rank], &r);
+	return r;
+}
+
+/* A push sent again (its ack was lost) is acknowledged as a repeat and not
+ * applied; the server remembers the last 64 seqs below the newest, so
+ * pushes arriving out of order are each applied once, and a repeat older
+ * than that is refused as too old rather than applied. */
+static void test_server_repeated_push_is_applied_once(void **state)
+{
+	fx *f = *state;
+	float g[NPARAMS], w1[NPARAMS];
+	ps_msg m, again, r;
+	ps_server_stats st;
+
+	join_all(f);
+	gradient(g, NPARAMS, 1);
+	m = mk_push(f, 1, 0, 0, NPARAMS, 8);
+	m.u.push.seq = 100;
+	r = push_msg(f, 0, &m, g);
+	assert_int_equal(r.kind, PS_MSG_ACK);
+	assert_false(r.u.ack.duplicate);
+	memcpy(w1, weights(f), sizeof w1);
+
+	again = m;
+	again.request_id = f->next_req++;
+	r = push_msg(f, 0, &again, g);
+	assert_int_equal(r.kind, PS_MSG_ACK);
+	assert_int_equal(r.request_id, again.request_id);
+	assert_true(r.u.ack.duplicate);
+	assert_int_equal(r.u.ack.seq, 100);
+	assert_int_equal(r.u.ack.version, 1);
+	assert_floats_equal(weights(f), w1, NPARAMS);
+
+	/* 102 before 101: both new, each applied once. */
+	m.u.push.seq = 102;
+	m.u.push.base_version = 1;
+	m.request_id = f->next_req++;
+	assert_false(push_msg(f, 0, &m, g).u.ack.duplicate);
+	m.u.push.seq = 101;
+	m.request_id = f->next_req++;
+	assert_false(push_msg(f, 0, &m, g).u.ack.duplicate);
+	m.request_id = f->next_req++;
+	assert_true(push_msg(f, 0, &m, g).u.ack.duplicate);
+	assert_int_equal(stats(f).version, 3);
+
+	/* Far ahead, then a repeat from before the window. */
+	m.u.push.seq = 200;
+	m.request_id = f->next_req++;
+	assert_false(push_msg(f, 0, &m, g).u.ack.duplicate);
+	memcpy(w1, weights(f), sizeof w1);
+	m.u.push.seq = 101;
+	m.request_id = f->next_req++;
+	r = push_msg(f, 0, &m, g);
+	assert_int_equal(r.kind, PS_MSG_ERROR);
+	assert_int_equal(r.u.error.code, PS_WIRE_ERR_TOO_OLD);
+	assert_floats_equal(weights(f), w1, NPARAMS);
+
+	/* Seqs are per worker: worker 1's seq 100 is its own. */
+	m = mk_push(f, 2, 4, 0, NPARAMS, 8);
+	m.u.push.seq = 100;
+	assert_false(push_msg(f, 1, &m, g).u.ack.duplicate);
+
+	st = stats(f);
+	assert_int_equal(st.version, 5);
+	assert_int_equal(st.pushes_applied, 5);
+	assert_int_equal(st.duplicates, 2);
+	assert_int_equal(st.too_old, 1);
+	assert_int_equal(st.rejects_total, 0);
+}
+
+static void test_server_answers_heartbeats(void **state)
+{
+	fx *f = *state;
+	ps_msg m, r;
+
+	join(f, 0);
+	assert_still_serving(f);
+	m = mk(f, PS_MSG_HEARTBEAT, 1);
+	assert_int_equal(feed(f, &f->peer[0], &m, NULL, 0), PS_OK);
+	take_reply(f, &f->peer[0], &r);
+	assert_int_equal(r.kind, PS_MSG_HEARTBEAT);
+	assert_int_equal(r.request_id, m.request_id);
+	assert_int_equal(r.u.heartbeat.version, 1);
+	/* One that never said hello is told so: it will register. */
+	m = mk(f, PS_MSG_HEARTBEAT, 2);
+	assert_int_equal(feed(f, &f->peer[1], &m, NULL, 0), PS_EUNKNOWN_WORKER);
+	take_reply(f, &f->peer[1], &r);
+	assert_int_equal(r.u.error.code, PS_WIRE_ERR_UNKNOWN_WORKER);
+}
+
+/* Spin (no sleep: a bounded busy wait on the clock) until ps_now() has
+ * passed t. */
+static void wait_until(double t)
+{
+	while (ps_now() <= t)
+		;
+}
+
+/* bsp with a trainer that goes silent: after worker_timeout it is dropped,
+ * the step goes ahead with the gradients that came, the held pull is
+ * answered, and the dropped trainer's messages are refused until it
+ * registers again, at the current clock. */
+static void test_server_drops_silent_worker_under_bsp(void **state)
+{
+	fx *f = *state;
+	ps_server_config cfg;
+	float w0[NPARAMS], g[NPARAMS], want[NPARAMS];
+	ps_msg pull, m, r;
+	ps_model_spec spec = test_spec();
+	double t1, t0;
+
+	memset(&cfg, 0, sizeof cfg);
+	cfg.consistency = PS_CONSISTENCY_BSP;
+	cfg.worker_timeout = 0.1;
+	cfg.heartbeat = 0.02;
+	use_server_cfg(f, &cfg);
+	join(f, 1);
+	t1 = ps_now();
+	wait_until(t1 + 0.15);
+	join(f, 0);
+	memcpy(w0, weights(f), sizeof w0);
+	gradient(g, NPARAMS, 3);
+	(void)push_clock(f, 0, 0, 0, g, 8);
+	pull = pull_clock(f, 0, 1);
+	assert_no_reply(f);
+	t0 = ps_now();
+
+	/* Worker 0 was heard within the timeout, worker 1 was not. */
+	ps_server_check_liveness(f->s, t0 + 0.05);
+	for (size_t i = 0; i < NPARAMS; i++)
+		want[i] = w0[i] - LR * g[i];
+	expect_weights(f, 0, &pull, 1, want);
+	assert_int_equal(stats(f).workers_lost, 1);
+	assert_int_equal(stats(f).bsp_steps, 1);
+	assert_false(ps_server_training_done(f->s));
+
+	m = mk_pull(f, 2, 0, NPARAMS);
+	assert_int_equal(feed(f, &f->peer[1], &m, NULL, 0), PS_EUNKNOWN_WORKER);
+	take_reply(f, &f->peer[1], &r);
+
+	/* It registers again: at clock 1, the step under way. */
+	m = mk_hello(f, PS_ROLE_WORKER, 1, &spec);
+	m.u.hello.rejoin = 1;
+	assert_int_equal(feed(f, &f->peer[1], &m, NULL, 0), PS_OK);
+	take_reply(f, &f->peer[1], &r);
+	assert_int_equal(r.kind, PS_MSG_WELCOME);
+	assert_int_equal(r.u.welcome.clock, 1);
+	assert_true(r.u.welcome.heartbeat_seconds == 0.02);
+	assert_int_equal(stats(f).rejoins, 1);
+	/* Both count again: step 1 waits for both. */
+	(void)push_clock(f, 0, 1, 1, g, 8);
+	assert_int_equal(stats(f).version, 1);
+	(void)push_clock(f, 1, 1, 1, g, 8);
+	assert_int_equal(stats(f).version, 2);
+}
+
+/* A rank that never registers is dropped worker_timeout after the first
+ * one did; every trainer dropped or done ends training, and a late one
+ * that registers after all reopens it. */
+static void test_server_drops_rank_that_never_registers(void **state)
+{
+	fx *f = *state;
+	ps_server_config cfg;
+	ps_msg m, r;
+	ps_model_spec spec = test_spec();
+	double t;
+
+	memset(&cfg, 0, sizeof cfg);
+	cfg.worker_timeout = 0.1;
+	cfg.heartbeat = 0.02;
+	use_server_cfg(f, &cfg);
+	ps_server_check_liveness(f->s, ps_now() + 10); /* nobody yet: no-op */
+	assert_int_equal(stats(f).workers_lost, 0);
+	join(f, 0);
+	t = ps_now();
+	ps_server_check_liveness(f->s, t + 0.05);
+	assert_int_equal(stats(f).workers_lost, 0);
+	m = mk(f, PS_MSG_BYE, 1);
+	assert_int_equal(feed(f, &f->peer[0], &m, NULL, 0), PS_OK);
+	take_reply(f, &f->peer[0], &r);
+	assert_false(ps_server_training_done(f->s));
+	ps_server_check_liveness(f->s, t + 0.2);
+	assert_int_equal(stats(f).workers_lost, 1);
+	assert_true(ps_server_training_done(f->s));
+
+	m = mk_hello(f, PS_ROLE_WORKER, 1, &spec);
+	assert_int_equal(feed(f, &f->peer[1], &m, NULL, 0), PS_OK);
+	take_reply(f, &f->peer[1], &r);
+	assert_int_equal(r.kind, PS_MSG_WELCOME);
+	assert_false(ps_server_training_done(f->s));
+}
+
+/* The fault-injection hook drops every Nth ack of an applied push and
+ * counts it; the push itself is applied. */
+static void test_server_drop_ack_hook(void **state)
+{
+	fx *f = *state;
+	ps_server_config cfg;
+	float g[NPARAMS];
+	ps_msg m, r;
+
+	memset(&cfg, 0, sizeof cfg);
+	cfg.drop_ack_every = 2;
+	use_server_cfg(f, &cfg);
+	join(f, 0);
+	gradient(g, NPARAMS, 0);
+	m = mk_push(f, 1, 0, 0, NPARAMS, 8);
+	assert_int_equal(push_msg(f, 0, &m, g).kind, PS_MSG_ACK);
+	m = mk_push(f, 1, 1, 0, NPARAMS, 8);
+	assert_int_equal(feed(f, &f->peer[0], &m, g, sizeof g), PS_OK);
+	assert_no_reply(f);
+	assert_int_equal(stats(f).version, 2);
+	assert_int_equal(stats(f).acks_dropped, 1);
+	/* Sent again: a repeat, acknowledged this time. */
+	m.request_id = f->next_req++;
+	r = push_msg(f, 0, &m, g);
+	assert_true(r.u.ack.duplicate);
+	assert_int_equal(stats(f).version, 2);
+}
+
+/* A checkpoint restores weights, optimizer state, counters and each
+ * worker's standing: the restored server's next update equals the
+ * original's, a repeat of a push applied before the checkpoint is
+ * recognized, and a checkpoint of another configuration is refused. */
+static void test_server_checkpoint_restores_everything(void **state)
+{
+	fx *f = *state;
+	ps_server_config cfg;
+	ps_server *other = NULL;
+	ps_checkpoint ck;
+	char dir[64] = "/tmp/ps-test-server-ckpt-XXXXXX", path[4096], cmd[128];
+	float g[NPARAMS], after[NPARAMS];
+	ps_msg m, r;
+	ps_err e = {0, ""};
+	ps_model_spec spec = test_spec();
+	uint64_t seq0 = 0;
+
+	assert_non_null(mkdtemp(dir));
+	memset(&cfg, 0, sizeof cfg);
+	cfg.optim.kind = PS_OPTIM_ADAM;
+	cfg.optim.lr = 0.01;
+	cfg.optim.beta1 = 0.9;
+	cfg.optim.beta2 = 0.999;
+	cfg.optim.eps = 1e-8;
+	cfg.checkpoint_dir = dir;
+	cfg.checkpoint_keep = 2;
+	use_server_cfg(f, &cfg);
+	assert_int_equal(ps_server_checkpoint(f->s, &e), PS_EINVAL); /* no model */
+	join_all(f);
+	for (int k = 0; k < 3; k++) {
+		gradient(g, NPARAMS, k);
+		m = mk_push(f, 1 + (uint32_t)(k % 2), (uint64_t)k, 0, NPARAMS, 8);
+		assert_int_equal(push_msg(f, (uint32_t)(k % 2), &m, g).kind,
+				 PS_MSG_ACK);
+		if (k % 2 == 0)
+			seq0 = m.u.push.seq; /* worker 0's last */
+	}
+	assert_int_equal(ps_server_checkpoint(f->s, &e), PS_OK);
+	assert_int_equal(stats(f).checkpoints, 1);
+	assert_int_equal(stats(f).checkpoint_version, 3);
+
+	assert_int_equal(ps_checkpoint_load_newest(dir, &ck, path, sizeof path,
+						   &e),
+			 PS_OK);
+	assert_int_equal(ck.version, 3);
+	assert_int_equal(ps_server_new(&other, &cfg, f->t, &e), PS_OK);
+	assert_int_equal(ps_server_restore(other, &ck, &e), PS_OK);
+	assert_int_equal(ps_server_restore(other, &ck, &e), PS_EINVAL);
+	{
+		ps_server_stats a, b;
+		const float *wa, *wb;
+		uint64_t na, nb;
+		const ps_model_spec *sa, *sb;
+		ps_server_get_stats(f->s, &a);
+		ps_server_get_stats(other, &b);
+		assert_int_equal(b.version, a.version);
+		assert_int_equal(b.samples, a.samples);
+		assert_int_equal(b.pushes_applied, a.pushes_applied);
+		assert_true(b.resumed && b.resumed_version == 3);
+		assert_int_equal(ps_server_weights(f->s, &wa, &na, &sa), PS_OK);
+		assert_int_equal(ps_server_weights(other, &wb, &nb, &sb), PS_OK);
+		assert_int_equal(na, nb);
+		assert_floats_equal(wb, wa, NPARAMS);
+	}
+	/* The same next push on both: Adam's moments and step count came
+	 * along, so the weights stay equal. */
+	gradient(g, NPARAMS, 5);
+	m = mk_push(f, 1, 3, 0, NPARAMS, 8);
+	assert_int_equal(push_msg(f, 0, &m, g).kind, PS_MSG_ACK);
+	memcpy(after, weights(f), sizeof after);
+	{
+		ps_server *mine = f->s;
+		const float *wb;
+		uint64_t nb;
+		const ps_model_spec *sb;
+		f->s = other;
+		/* Registered again, it carries on from seq and clock. */
+		m = mk_hello(f, PS_ROLE_WORKER, 0, &spec);
+		m.u.hello.rejoin = 1;
+		m.u.hello.applied_pushes = 3; /* it saw one more acknowledged */
+		assert_int_equal(feed(f, &f->peer[0], &m, NULL, 0), PS_OK);
+		take_reply(f, &f->peer[0], &r);
+		assert_int_equal(r.kind, PS_MSG_WELCOME);
+		assert_int_equal(r.u.welcome.pushes, 2);
+		assert_int_equal(r.u.welcome.last_seq, seq0);
+		assert_int_equal(stats(f).updates_lost, 1);
+		m = mk_push(f, 1, 3, 0, NPARAMS, 8);
+		assert_int_equal(push_msg(f, 0, &m, g).kind, PS_MSG_ACK);
+		assert_int_equal(ps_server_weights(other, &wb, &nb, &sb), PS_OK);
+		assert_floats_equal(wb, after, NPARAMS);
+		f->s = mine;
+	}
+	ps_server_destroy(&other);
+
+	/* Another worker count, another optimizer: refused. */
+	cfg.num_workers = 3;
+	assert_int_equal(ps_server_new(&other, &cfg, f->t, &e), PS_OK);
+	assert_int_equal(ps_server_restore(other, &ck, &e), PS_EINVAL);
+	assert_non_null(strstr(e.msg, "2 workers"));
+	ps_server_destroy(&other);
+	cfg.num_workers = NUM_WORKERS;
+	cfg.optim.kind = PS_OPTIM_SGD;
+	assert_int_equal(ps_server_new(&other, &cfg, f->t, &e), PS_OK);
+	assert_int_equal(ps_server_restore(other, &ck, &e), PS_EINVAL);
+	assert_non_null(strstr(e.msg, "adam"));
+	ps_server_destroy(&other);
+	ps_checkpoint_release(&ck);
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 	const struct CMUnitTest tests[] = {
 		T(test_server_hello_welcomes_worker),
+		T(test_server_repeated_push_is_applied_once),
+		T(test_server_answers_heartbeats),
+		T(test_server_drops_silent_worker_under_bsp),
+		T(test_server_drops_rank_that_never_registers),
+		T(test_server_drop_ack_hook),
+		T(test_server_checkpoint_restores_everything),
 		T(test_server_hello_again_keeps_state),
 		T(test_server_hello_from_new_peer_takes_over),
 		T(test_server_pull_returns_weights),
