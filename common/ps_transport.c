@@ -7,6 +7,7 @@
 #include "ps_transport.h"
 
 #include <string.h>
+#include <time.h>
 
 #include "ps_transport_impl.h"
 
@@ -96,6 +97,20 @@ int ps_transport_send(ps_transport *t, const ps_peer *to, const void *head,
 int ps_transport_recv(ps_transport *t, ps_frame *out, int timeout_ms)
 {
 	return t->ops->recv(t, out, timeout_ms);
+}
+
+int ps_transport_wait_any(ps_transport *const *ts, size_t n, int timeout_ms)
+{
+	struct timespec nap = {0, 200000}; /* 0.2 ms */
+	int same = n > 0 && ts[0]->ops->wait_any;
+
+	for (size_t i = 1; same && i < n; i++)
+		same = ts[i]->ops == ts[0]->ops;
+	if (same)
+		return ts[0]->ops->wait_any(ts, n, timeout_ms);
+	if (timeout_ms > 0)
+		nanosleep(&nap, NULL);
+	return PS_OK;
 }
 
 void ps_transport_destroy(ps_transport **tp)

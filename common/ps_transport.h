@@ -78,6 +78,12 @@ int ps_transport_send(ps_transport *t, const ps_peer *to, const void *head,
  * dropped; out->from says who sent it), PS_ETRANSPORT. */
 int ps_transport_recv(ps_transport *t, ps_frame *out, int timeout_ms) PS_WUR;
 
+/* Wait until any of ts[n] may have a message to receive (then receive
+ * from each with timeout 0), at most timeout_ms. Returns PS_OK when one
+ * may, PS_ETIMEDOUT otherwise (or PS_OK spuriously, after a short nap, for
+ * a backend that cannot wait on several). */
+int ps_transport_wait_any(ps_transport *const *ts, size_t n, int timeout_ms) PS_WUR;
+
 /* Close and free. Accepts NULL and *tp == NULL; sets *tp to NULL. */
 void ps_transport_destroy(ps_transport **tp);
 

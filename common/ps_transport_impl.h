@@ -14,6 +14,10 @@ struct ps_transport_ops {
 	int (*recv)(ps_transport *t, ps_frame *out, int timeout_ms);
 	const char *(*endpoint)(const ps_transport *t);
 	void (*destroy)(ps_transport *t);
+	/* Optional: wait until any of ts[n] (all of this backend) may have a
+	 * message; PS_OK or PS_ETIMEDOUT. NULL: ps_transport_wait_any()
+	 * naps instead. */
+	int (*wait_any)(ps_transport *const *ts, size_t n, int timeout_ms);
 };
 
 struct ps_transport {

@@ -172,6 +172,27 @@ static int zt_recv(ps_transport *t, ps_frame *out, int timeout_ms)
 	return PS_OK;
 }
 
+/* Every ts[i] is a zmq_transport (ps_transport_wait_any() checked). */
+static int zt_wait_any(ps_transport *const *ts, size_t n, int timeout_ms)
+{
+	zmq_pollitem_t few[16], *items = few;
+	int k, rc;
+
+	if (n > sizeof few / sizeof few[0]) {
+		items = malloc(n * sizeof *items);
+		if (!items)
+			return PS_ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++)
+		items[i] = (zmq_pollitem_t){((zmq_transport *)ts[i])->sock, 0,
+					    ZMQ_POLLIN, 0};
+	k = zmq_poll(items, (int)n, timeout_ms);
+	rc = k < 0 ? from_errno(zmq_errno()) : k > 0 ? PS_OK : PS_ETIMEDOUT;
+	if (items != few)
+		free(items);
+	return rc;
+}
+
 static const char *zt_endpoint(const ps_transport *t)
 {
 	return ((const zmq_transport *)t)->endpoint;
@@ -193,6 +214,7 @@ static const struct ps_transport_ops zmq_ops = {
 	.recv = zt_recv,
 	.endpoint = zt_endpoint,
 	.destroy = zt_destroy,
+	.wait_any = zt_wait_any,
 };
 
 static int open_socket(zmq_transport **out, int type,

@@ -115,6 +115,7 @@ int main(int argc, char **argv)
 	double worker_timeout = 10, heartbeat = 2;
 	const char *checkpoint_dir = NULL, *checkpoint_every = NULL;
 	int checkpoint_keep = 2, resume = 0;
+	int shard = 0, shards = 1;
 	const char *drop_acks = getenv("PS_FAULT_DROP_ACK_EVERY");
 	double decay_steps = 1000, gamma = 0.5, warmup = 0;
 	double momentum = 0.9, beta1 = 0.9, beta2 = 0.999, eps = 1e-8,
@@ -199,6 +200,12 @@ int main(int argc, char **argv)
 		{"eval-grace", PS_CLI_DOUBLE, &eval_grace, "SECONDS",
 		 "after training, how long evaluators may take to fetch the final weights",
 		 0, 1e6, NULL},
+		{"shard", PS_CLI_INT, &shard, "K",
+		 "this server is shard K (0-based) of --shards: it owns the K-th of S "
+		 "contiguous ranges of the weights, balanced by size", 0, 65535, NULL},
+		{"shards", PS_CLI_INT, &shards, "S",
+		 "server shards the model is cut into (workers connect to all)",
+		 1, 65536, NULL},
 		{"worker-timeout", PS_CLI_DOUBLE, &worker_timeout, "SECONDS",
 		 "drop a trainer not heard from for this long (crashed, killed, cut "
 		 "off): nothing waits for it any more; 0 never drops one",
@@ -300,6 +307,19 @@ int main(int argc, char **argv)
 	}
 	cfg.staleness_lr = staleness_lr;
 	cfg.dc_lambda = dc_lambda;
+	if (shard >= shards) {
+		fprintf(stderr, "ps-server: --shard %d of --shards %d: expected 0 to %d\n",
+			shard, shards, shards - 1);
+		return 2;
+	}
+	if (shards > 1 && model_out) {
+		fprintf(stderr, "ps-server: --model-out needs the whole model: with "
+				"several shards an evaluator writes it (ps-worker "
+				"--role eval --model-out)\n");
+		return 2;
+	}
+	cfg.shard = (uint32_t)shard;
+	cfg.num_shards = (uint32_t)shards;
 	cfg.worker_timeout = worker_timeout;
 	cfg.heartbeat = heartbeat;
 	if (worker_timeout > 0 && heartbeat >= worker_timeout) {

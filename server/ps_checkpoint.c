@@ -1,6 +1,8 @@
 /*
  * ps_checkpoint: the extra part's layout, version 1, all little-endian:
  *   u32 format (1), u32 num_workers, u32 optim_kind, u32 consistency,
+ *   u32 shard, u32 num_shards, u64 begin, u64 total (the range held:
+ *   [begin, begin + n) of total weights, n the model file's count),
  *   u64 version, optim_steps, state_count, samples, pulls,
  *       pushes_applied, bsp_steps, bsp_clock, staleness_max,
  *       updates_lost, staleness_hist[8],
@@ -23,7 +25,7 @@
 #include "ps_log.h"
 #include "ps_modelfile.h"
 
-#define FIXED_BYTES (4 * 4 + 18 * 8 + 2 * 8)
+#define FIXED_BYTES (6 * 4 + 20 * 8 + 2 * 8)
 #define WORKER_BYTES (6 * 8)
 #define MAX_WORKERS 65535u
 #define NUM_OPTIM_KINDS 7u
@@ -92,6 +94,10 @@ int ps_checkpoint_write(const char *path, const ps_checkpoint *ck, ps_err *e)
 	put_u32(&c, ck->num_workers);
 	put_u32(&c, ck->optim_kind);
 	put_u32(&c, ck->consistency);
+	put_u32(&c, ck->shard);
+	put_u32(&c, ck->num_shards);
+	put_u64(&c, ck->begin);
+	put_u64(&c, ck->total);
 	put_u64(&c, ck->version);
 	put_u64(&c, ck->optim_steps);
 	put_u64(&c, ck->state_count);
@@ -161,6 +167,10 @@ int ps_checkpoint_read(const char *path, ps_checkpoint *ck, ps_err *e)
 	ck->num_workers = get_u32(&c);
 	ck->optim_kind = get_u32(&c);
 	ck->consistency = get_u32(&c);
+	ck->shard = get_u32(&c);
+	ck->num_shards = get_u32(&c);
+	ck->begin = get_u64(&c);
+	ck->total = get_u64(&c);
 	ck->version = get_u64(&c);
 	ck->optim_steps = get_u64(&c);
 	state_count = get_u64(&c);
@@ -170,7 +180,9 @@ int ps_checkpoint_read(const char *path, ps_checkpoint *ck, ps_err *e)
 	     state_count != 2 * ck->n) ||
 	    len != FIXED_BYTES + (uint64_t)ck->num_workers * WORKER_BYTES +
 			   state_count * 4 ||
-	    ck->model_version > ck->version) {
+	    ck->model_version > ck->version || ck->num_shards == 0 ||
+	    ck->shard >= ck->num_shards || ck->begin > ck->total ||
+	    ck->n > ck->total - ck->begin) {
 		rc = ps_err_set(e, PS_EFORMAT,
 				"%s: inconsistent server state (%u workers, "
 				"optimizer %u, %" PRIu64 " state floats for %"

@@ -33,7 +33,9 @@ typedef struct ps_checkpoint_worker {
 typedef struct ps_checkpoint {
 	ps_model_spec spec;
 	float *w;
-	uint64_t n;
+	uint64_t n;             /* weights in w: this shard's */
+	uint64_t begin, total;  /* w holds [begin, begin + n) of total */
+	uint32_t shard, num_shards;
 	uint64_t version;       /* updates applied */
 	uint64_t model_version; /* version of the weights in w */
 	uint32_t optim_kind;    /* enum ps_optim_kind */

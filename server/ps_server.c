@@ -18,6 +18,7 @@
 #include "ps_checkpoint.h"
 #include "ps_json.h"
 #include "ps_log.h"
+#include "ps_shard.h"
 #include "ps_wire.h"
 
 /* Worker ids in envelopes: rank + 1 for workers (0 means "none"), and
@@ -54,7 +55,9 @@ struct ps_server {
 	int have_model;
 	float *w;
 	float *scratch; /* aligned copy of a misaligned gradient */
-	uint64_t n;
+	/* This shard's weights are [base, base + n) of a model of total;
+	 * w[i] is weight base + i. Wire ranges are absolute. */
+	uint64_t n, base, total;
 	ps_optim *optim;
 	peer_slot *workers; /* [num_workers] */
 	peer_slot evals[MAX_EVALUATORS];
@@ -106,6 +109,10 @@ int ps_server_new(ps_server **out, const ps_server_config *cfg,
 	*out = NULL;
 	if (cfg->num_workers == 0)
 		return ps_err_set(e, PS_EINVAL, "need at least one worker");
+	if (cfg->num_shards > 0 && cfg->shard >= cfg->num_shards)
+		return ps_err_set(e, PS_EINVAL, "shard %u of %u: expected 0 to %u",
+				  cfg->shard, cfg->num_shards,
+				  cfg->num_shards - 1);
 	if (cfg->consistency == PS_CONSISTENCY_SSP && cfg->ssp_bound == 0)
 		return ps_err_set(e, PS_EINVAL, "ssp needs a bound >= 1");
 	if (cfg->worker_timeout > 0 && cfg->heartbeat >= cfg->worker_timeout)
@@ -121,6 +128,8 @@ int ps_server_new(ps_server **out, const ps_server_config *cfg,
 	if (!s)
 		return ps_err_set(e, PS_ENOMEM, "out of memory");
 	s->cfg = *cfg;
+	if (s->cfg.num_shards == 0)
+		s->cfg.num_shards = 1;
 	s->t = t;
 	s->workers = calloc(cfg->num_workers, sizeof *s->workers);
 	if (!s->workers) {
@@ -242,13 +251,25 @@ static int spec_equal(const ps_model_spec *a, const ps_model_spec *b)
 static int create_model(ps_server *s, const ps_model_spec *spec, ps_err *e)
 {
 	ps_model *m = NULL;
+	float *all = NULL;
+	uint64_t end;
 	int rc = ps_model_new(&m, spec, e);
 	if (rc != PS_OK)
 		return rc;
-	s->n = ps_model_num_params(m);
+	s->total = ps_model_num_params(m);
+	ps_shard_range(s->total, s->cfg.num_shards, s->cfg.shard, &s->base,
+		       &end);
+	s->n = end - s->base;
+	if (s->n == 0) {
+		rc = ps_err_set(e, PS_EINVAL,
+				"the model has %" PRIu64 " parameters: too few "
+				"for %u shards", s->total, s->cfg.num_shards);
+		goto out;
+	}
 	s->w = malloc(s->n * sizeof *s->w);
 	s->scratch = malloc(s->n * sizeof *s->scratch);
-	if (!s->w || !s->scratch) {
+	all = malloc(s->total * sizeof *all);
+	if (!s->w || !s->scratch || !all) {
 		rc = ps_err_set(e, PS_ENOMEM, "out of memory for %" PRIu64
 					      " weights", s->n);
 		goto out;
@@ -267,7 +288,10 @@ static int create_model(ps_server *s, const ps_model_spec *spec, ps_err *e)
 			goto out;
 		}
 	}
-	ps_model_init(m, s->w);
+	/* Every shard initializes the whole model the same way (same seed)
+	 * and keeps its slice. */
+	ps_model_init(m, all);
+	memcpy(s->w, all + s->base, s->n * sizeof *s->w);
 	/* Until its first pull, a trainer's weights are the initial ones
 	 * (hello gives none): delay compensation never reads garbage. */
 	for (uint32_t r = 0; r < s->cfg.num_workers; r++)
@@ -279,15 +303,18 @@ static int create_model(ps_server *s, const ps_model_spec *spec, ps_err *e)
 		goto out;
 	s->spec = *spec;
 	s->have_model = 1;
-	ps_log_info("model %s %ux%u: %" PRIu64 " parameters, owning [0, %"
-		    PRIu64 ")", spec->name, spec->input_dim, spec->output_dim,
-		    s->n, s->n);
+	ps_log_info("model %s %ux%u: %" PRIu64 " parameters; shard %u of %u "
+		    "owns [%" PRIu64 ", %" PRIu64 "), %" PRIu64 " weights",
+		    spec->name, spec->input_dim, spec->output_dim, s->total,
+		    s->cfg.shard, s->cfg.num_shards, s->base, s->base + s->n,
+		    s->n);
 out:
+	free(all);
 	if (rc != PS_OK) {
 		free(s->w);
 		free(s->scratch);
 		s->w = s->scratch = NULL;
-		s->n = 0;
+		s->n = s->base = s->total = 0;
 		for (uint32_t r = 0; r < s->cfg.num_workers; r++) {
 			free(s->workers[r].bsp_grad);
 			free(s->workers[r].dc_pulled);
@@ -411,13 +438,13 @@ static int handle_hello(ps_server *s, const ps_frame *f, const ps_msg *in)
 
 	ps_msg_init(&m, PS_MSG_WELCOME, in->request_id, id);
 	m.u.welcome.worker_id = id;
-	m.u.welcome.num_params = s->n;
-	m.u.welcome.begin = 0;
-	m.u.welcome.end = s->n;
+	m.u.welcome.num_params = s->total;
+	m.u.welcome.begin = s->base;
+	m.u.welcome.end = s->base + s->n;
 	m.u.welcome.version = s->st.version;
 	m.u.welcome.num_workers = s->cfg.num_workers;
-	m.u.welcome.shard = 0;
-	m.u.welcome.num_shards = 1;
+	m.u.welcome.shard = s->cfg.shard;
+	m.u.welcome.num_shards = s->cfg.num_shards;
 	m.u.welcome.heartbeat_seconds = s->cfg.heartbeat;
 	if (h->role == PS_ROLE_WORKER) {
 		m.u.welcome.clock = slot->clock;
@@ -450,12 +477,13 @@ static int check_range(ps_server *s, const ps_frame *f, const ps_msg *in,
 		       uint64_t begin, uint64_t end)
 {
 	char why[160];
-	if (end <= s->n)
+	if (begin >= s->base && end <= s->base + s->n)
 		return PS_OK;
 	snprintf(why, sizeof why,
 		 "%s: range [%" PRIu64 ", %" PRIu64
-		 ") outside the server's [0, %" PRIu64 ")",
-		 ps_msg_kind_name(in->kind), begin, end, s->n);
+		 ") outside the server's [%" PRIu64 ", %" PRIu64 ")",
+		 ps_msg_kind_name(in->kind), begin, end, s->base,
+		 s->base + s->n);
 	return reject(s, f, in->request_id, PS_ERANGE, PS_WIRE_ERR_MALFORMED,
 		      why);
 }
@@ -508,7 +536,8 @@ static void send_weights(ps_server *s, const ps_peer *to, uint32_t worker_id,
 	if (s->t_first_hello > 0)
 		m.u.weights.train_seconds =
 			(s->t_done > 0 ? s->t_done : ps_now()) - s->t_first_hello;
-	reply(s, to, &m, s->w + begin, (size_t)(end - begin) * sizeof(float));
+	reply(s, to, &m, s->w + (begin - s->base),
+	      (size_t)(end - begin) * sizeof(float));
 }
 
 /* Answer a trainer's pull: record how far ahead of the slowest trainer
@@ -526,7 +555,8 @@ static void answer_trainer_pull(ps_server *s, uint32_t rank,
 	    clock - slowest > s->st.clock_lead_max)
 		s->st.clock_lead_max = clock - slowest;
 	if (slot->dc_pulled)
-		memcpy(slot->dc_pulled + begin, s->w + begin,
+		memcpy(slot->dc_pulled + (begin - s->base),
+		       s->w + (begin - s->base),
 		       (size_t)(end - begin) * sizeof(float));
 	send_weights(s, &slot->peer, rank + 1, request_id, begin, end);
 }
@@ -592,8 +622,8 @@ static void compensate_delay(ps_server *s, const peer_slot *slot, float *g,
 			     uint64_t begin, size_t count)
 {
 	const float lambda = (float)s->cfg.dc_lambda;
-	const float *restrict now = s->w + begin;
-	const float *restrict then = slot->dc_pulled + begin;
+	const float *restrict now = s->w + (begin - s->base);
+	const float *restrict then = slot->dc_pulled + (begin - s->base);
 
 	for (size_t i = 0; i < count; i++)
 		g[i] += lambda * g[i] * g[i] * (now[i] - then[i]);
@@ -606,6 +636,7 @@ static void bsp_try_step(ps_server *s)
 {
 	uint64_t total = 0;
 	int first = 1;
+	double t0;
 
 	for (uint32_t r = 0; r < s->cfg.num_workers; r++) {
 		const peer_slot *w = &s->workers[r];
@@ -630,8 +661,10 @@ static void bsp_try_step(ps_server *s)
 		first = 0;
 		w->bsp_batch = 0;
 	}
+	t0 = ps_now();
 	ps_optim_apply_range(s->optim, s->w, s->scratch, 0, (size_t)s->n,
 			     s->st.version);
+	s->st.apply_seconds += ps_now() - t0;
 	s->st.version++;
 	s->st.model_version = s->st.version;
 	s->st.bsp_steps++;
@@ -762,7 +795,7 @@ static int handle_push(ps_server *s, const ps_frame *f, const ps_msg *in,
 			      PS_WIRE_ERR_MALFORMED, why);
 	}
 	if (s->cfg.consistency == PS_CONSISTENCY_BSP &&
-	    (p->begin != 0 || p->end != s->n)) {
+	    (p->begin != s->base || p->end != s->base + s->n)) {
 		return reject(s, f, in->request_id, PS_EPROTO,
 			      PS_WIRE_ERR_MALFORMED,
 			      "push: under bsp a push covers the whole range");
@@ -794,11 +827,14 @@ static int handle_push(ps_server *s, const ps_frame *f, const ps_msg *in,
 		}
 		if (s->cfg.dc_lambda > 0)
 			compensate_delay(s, slot, s->scratch, p->begin, count);
-		ps_optim_apply_scaled(s->optim, s->w + p->begin, g,
-				      (size_t)p->begin, count, s->st.version,
+		double t0 = ps_now();
+		ps_optim_apply_scaled(s->optim, s->w + (p->begin - s->base), g,
+				      (size_t)(p->begin - s->base), count,
+				      s->st.version,
 				      s->cfg.staleness_lr && tau > 1
 					      ? 1.0 / (double)tau
 					      : 1.0);
+		s->st.apply_seconds += ps_now() - t0;
 		s->st.version++;
 		s->st.model_version = s->st.version;
 	}
@@ -898,7 +934,8 @@ static int handle_stop(ps_server *s, const ps_frame *f, const ps_msg *in)
 		snprintf(s->st.stop_reason, sizeof s->st.stop_reason, "%s",
 			 p->reason[0] ? p->reason : "stopped by an evaluator");
 		if (f->tensor_len > 0) {
-			memcpy(s->w + p->begin, f->tensor, f->tensor_len);
+			memcpy(s->w + (p->begin - s->base), f->tensor,
+			       f->tensor_len);
 			s->st.weights_restored = 1;
 			s->st.model_version = p->best_version;
 		}
@@ -1065,13 +1102,19 @@ int ps_server_restore(ps_server *s, const ps_checkpoint *ck, ps_err *e)
 	if (rc != PS_OK)
 		return rc;
 	ps_optim_state(s->optim, &state, &count, &steps);
-	if (s->n != ck->n || count != ck->state_count) {
-		/* create_model() sized them from the spec: the file's sizes
-		 * contradict its own model. */
+	if (s->total != ck->total || s->base != ck->begin || s->n != ck->n ||
+	    count != ck->state_count) {
+		/* create_model() cut them from the spec and the shard count:
+		 * the file holds another cut, or contradicts its own model. */
 		rc = ps_err_set(e, PS_EINVAL,
-				"the checkpoint's model %s has %" PRIu64
-				" parameters, its file holds %" PRIu64,
-				ck->spec.name, s->n, ck->n);
+				"the checkpoint holds [%" PRIu64 ", %" PRIu64
+				") of %" PRIu64 " weights (shard %u of %u); "
+				"this server owns [%" PRIu64 ", %" PRIu64
+				") of %" PRIu64 " (shard %u of %u)",
+				ck->begin, ck->begin + ck->n, ck->total,
+				ck->shard, ck->num_shards, s->base,
+				s->base + s->n, s->total, s->cfg.shard,
+				s->cfg.num_shards);
 		free(s->w);
 		free(s->scratch);
 		s->w = s->scratch = NULL;
@@ -1140,6 +1183,10 @@ int ps_server_checkpoint(ps_server *s, ps_err *e)
 	ck.spec = s->spec;
 	ck.w = s->w;
 	ck.n = s->n;
+	ck.begin = s->base;
+	ck.total = s->total;
+	ck.shard = s->cfg.shard;
+	ck.num_shards = s->cfg.num_shards;
 	ck.version = st.version;
 	ck.model_version = st.model_version;
 	ck.optim_kind = (uint32_t)s->cfg.optim.kind;
@@ -1247,6 +1294,14 @@ void ps_server_get_stats(const ps_server *s, ps_server_stats *out)
 			(s->t_done > 0 ? s->t_done : ps_now()) - s->t_first_hello;
 }
 
+void ps_server_range(const ps_server *s, uint64_t *begin, uint64_t *end,
+		     uint64_t *total)
+{
+	*begin = s->base;
+	*end = s->base + s->n;
+	*total = s->total;
+}
+
 int ps_server_weights(const ps_server *s, const float **w, uint64_t *n,
 		      const ps_model_spec **spec)
 {
@@ -1321,6 +1376,12 @@ void ps_server_write_stats_json(const ps_server *s, FILE *f)
 		st.acks_dropped, st.checkpoints, st.checkpoint_version,
 		st.resumed ? "true" : "false", st.resumed_version,
 		st.updates_lost);
+	fprintf(f, "  \"shard\": %u,\n  \"num_shards\": %u,\n"
+		   "  \"range\": [%" PRIu64 ", %" PRIu64 "],\n"
+		   "  \"num_params\": %" PRIu64 ",\n"
+		   "  \"apply_seconds\": %.6f,\n",
+		s->cfg.shard, s->cfg.num_shards, s->base, s->base + s->n,
+		s->total, st.apply_seconds);
 	fprintf(f, "  \"per_worker\": [");
 	for (uint32_t i = 0; i < s->cfg.num_workers; i++)
 		fprintf(f, "%s{\"rank\": %u, \"pushes\": %" PRIu64

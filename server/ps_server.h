@@ -70,6 +70,9 @@ typedef struct ps_server_config {
 	/* Fault injection for tests: do not send every Nth ack of an applied
 	 * push (0: off). */
 	uint64_t drop_ack_every;
+	/* This server is shard `shard` of `num_shards` (0 means 1): it owns
+	 * the key range ps_shard_range() gives it (common/ps_shard.h). */
+	uint32_t shard, num_shards;
 } ps_server_config;
 
 /* Counters of everything the server refused; each is also logged. */
@@ -122,6 +125,7 @@ typedef struct ps_server_stats {
 	uint64_t resumed_version;  /* its version */
 	uint64_t updates_lost;     /* updates the workers saw acknowledged
 				    * that the checkpoint resumed from lacks */
+	double apply_seconds;      /* spent applying updates */
 } ps_server_stats;
 
 typedef struct ps_server ps_server;
@@ -172,10 +176,17 @@ int ps_server_training_done(const ps_server *s);
 
 void ps_server_get_stats(const ps_server *s, ps_server_stats *out);
 
-/* The model as trained so far. Errors: PS_EINVAL when no worker has said
- * hello yet (no model). Borrowed pointers: valid while s lives. */
+/* The weights this server holds as trained so far: all of the model's
+ * when it is the only shard, else its range (ps_server_range()). Errors:
+ * PS_EINVAL when no worker has said hello yet (no model). Borrowed
+ * pointers: valid while s lives. */
 int ps_server_weights(const ps_server *s, const float **w, uint64_t *n,
 		      const ps_model_spec **spec) PS_WUR;
+
+/* The range [*begin, *end) this shard holds of a model of *total
+ * weights; all zero before the first hello. */
+void ps_server_range(const ps_server *s, uint64_t *begin, uint64_t *end,
+		     uint64_t *total);
 
 /* Write the run's figures as one JSON object to f. */
 void ps_server_write_stats_json(const ps_server *s, FILE *f);

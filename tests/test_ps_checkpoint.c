@@ -55,6 +55,10 @@ static int setup(void **state)
 			.samples = 40u + (uint64_t)r, .done = r == 1};
 	f->ck.w = f->w;
 	f->ck.n = N;
+	f->ck.begin = 5;
+	f->ck.total = N + 9;
+	f->ck.shard = 1;
+	f->ck.num_shards = 3;
 	f->ck.version = 123;
 	f->ck.model_version = 120;
 	f->ck.optim_kind = 5; /* adam: 2 floats per weight */
@@ -127,6 +131,9 @@ static void test_checkpoint_round_trip(void **state)
 	assert_string_equal(got.spec.name, "softmax");
 	assert_int_equal(got.spec.init_seed, 77);
 	assert_int_equal(got.n, N);
+	assert_int_equal(got.begin, 5);
+	assert_int_equal(got.total, N + 9);
+	assert_true(got.shard == 1 && got.num_shards == 3);
 	assert_memory_equal(got.w, f->w, sizeof f->w);
 	assert_int_equal(got.state_count, 2 * N);
 	assert_memory_equal(got.state, f->state, sizeof f->state);
@@ -247,13 +254,17 @@ static void test_checkpoint_inconsistent_state_is_refused(void **state)
 	assert_int_equal(ps_checkpoint_write(f->path, &f->ck, &e), PS_OK);
 	assert_int_equal(ps_checkpoint_read(f->path, &got, &e), PS_EFORMAT);
 	f->ck.model_version = 120;
+	f->ck.begin = 10; /* [10, 25) of 24 weights */
+	assert_int_equal(ps_checkpoint_write(f->path, &f->ck, &e), PS_OK);
+	assert_int_equal(ps_checkpoint_read(f->path, &got, &e), PS_EFORMAT);
+	f->ck.begin = 5;
 	/* A done flag of 2, with the CRC made right again: the layout of
-	 * ps_checkpoint.c puts worker 2's flag at 176 + 2 * 48 + 40 bytes
+	 * ps_checkpoint.c puts worker 2's flag at 200 + 2 * 48 + 40 bytes
 	 * into the extra part, which follows the 156-byte header, the
 	 * weights and the u64 length. */
 	{
 		unsigned char *buf;
-		long len, off = 156 + N * 4 + 8 + 176 + 2 * 48 + 40;
+		long len, off = 156 + N * 4 + 8 + 200 + 2 * 48 + 40;
 		uint32_t crc;
 		assert_int_equal(ps_checkpoint_write(f->path, &f->ck, &e), PS_OK);
 		read_all(f->path, &buf, &len);

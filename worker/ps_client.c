@@ -1,10 +1,13 @@
 /*
- * ps_client: request ids count up from 1; every reply echoes its
- * request's id. The server answers one connection in order, so acks for
- * earlier pushes arrive before the weights of a later pull: every wait is
- * also where acks are taken in.
+ * ps_client: one link per server shard. On each link request ids count up
+ * from 1 and every reply echoes its request's id; a server answers one
+ * connection in order, so acks for earlier pushes arrive before the
+ * weights of a later pull: every wait is also where acks are taken in.
+ * A pull or push of the whole model is cut by the shards' ranges and sent
+ * on every link at once; each slice of weights lands straight in the
+ * caller's buffer at its offset.
  *
- * Surviving faults (docs/FAULTS.md):
+ * Surviving faults (docs/FAULTS.md), link by link:
  *  - every push is kept (a copy of its gradient) until acknowledged. A
  *    reply to a later request means the server has seen the earlier ones:
  *    a push still unacknowledged then lost its ack, and is sent again with
@@ -25,6 +28,7 @@
 #include <string.h>
 
 #include "ps_log.h"
+#include "ps_shard.h"
 #include "ps_transport.h"
 
 /* Heartbeat interval before the server has said one, and how far the
@@ -33,44 +37,45 @@
 #define HEARTBEAT_BACKOFF_MAX 8
 /* Sends of one push before it is given up on (counted as dropped). */
 #define PUSH_TRIES_MAX 8
+/* Shards a client connects to at most. */
+#define MAX_LINKS 256
+/* Recent pulls remembered, to find the per-shard versions a push's
+ * gradient was computed from. */
+#define HISTORY 16
 
 /* A push sent and not yet acknowledged, kept to be sent again. */
 typedef struct retained_push {
 	int used;
 	int tries;  /* sends so far */
 	ps_msg msg;
-	float *g;   /* copy of the gradient */
+	float *g;   /* copy of the gradient slice */
 	size_t cap; /* floats g can hold */
 } retained_push;
 
-struct ps_client {
+/* The connection to one server shard. */
+typedef struct link {
 	ps_transport *t;
-	double timeout;
-	int max_inflight;
+	ps_msg_welcome welcome;
+	uint64_t begin, end;  /* the shard's range */
 	int inflight;
-	retained_push *kept; /* [max_inflight] */
+	retained_push *kept;  /* [max_inflight] */
 	uint32_t worker_id;
 	uint64_t next_id;
 	uint64_t next_seq;
-	/* The server's clock for this rank minus the caller's push count:
+	/* The server's clock for this rank minus the client's push count:
 	 * a rank that registered again carries on from the server's clock. */
 	int64_t clock_shift;
-	/* Registration, kept to register again. */
-	enum ps_role role;
-	uint32_t rank;
-	ps_model_spec spec;
 	int registered;
 	uint64_t registered_id; /* request id of the hello that did it */
 	uint64_t rejoin_id;     /* hello in flight to register again; 0 none */
 	uint32_t epoch;         /* registrations so far */
 	uint32_t pulled_epoch;  /* the registration the last weights are of */
+	uint64_t version;       /* of the last weights pulled */
 	/* Liveness. */
 	double last_rx;         /* ps_now() of the last message received */
 	double hb_base, hb_interval, last_hb;
 	uint64_t last_hb_id;
-	ps_client_stats st;
-	/* The pull in flight (ps_client_pull_start): its reply lands in dst
-	 * whenever it comes, also while another wait is taking in acks. */
+	ps_client_stats st;     /* this link's share of the figures */
 	struct {
 		uint64_t id; /* 0: none */
 		float *dst;
@@ -90,36 +95,102 @@ struct ps_client {
 		ps_msg reply;
 	} req;
 	uint8_t buf[PS_WIRE_HEAD_MAX];
+} link;
+
+struct ps_client {
+	link *links;
+	ps_transport **ts; /* links[i].t, for waiting on all */
+	uint32_t nlinks;
+	double timeout;
+	int max_inflight;
+	enum ps_role role;
+	uint32_t rank;
+	ps_model_spec spec;
+	uint64_t pushes, pulls; /* the caller's, whole-model */
+	int pull_inflight;
+	/* The scalar version reported for each recent pull (the smallest
+	 * shard version), and every shard's version then. */
+	struct {
+		uint64_t version;
+		uint64_t *shard_versions; /* [nlinks] */
+	} hist[HISTORY];
+	unsigned hist_next;
 };
 
-int ps_client_new(ps_client **out, const char *endpoint, double timeout,
+static void link_release(link *l, int max_inflight)
+{
+	ps_transport_destroy(&l->t);
+	for (int i = 0; l->kept && i < max_inflight; i++)
+		free(l->kept[i].g);
+	free(l->kept);
+	l->kept = NULL;
+}
+
+int ps_client_new(ps_client **out, const char *endpoints, double timeout,
 		  int max_inflight, ps_err *e)
 {
-	ps_client *c = calloc(1, sizeof *c);
+	ps_client *c = NULL;
 	ps_transport_opts o = {.max_message = 0, .linger_ms = 2000};
-	int rc;
+	const char *p = endpoints;
+	uint32_t n = 1;
+	int rc = PS_OK;
 
 	*out = NULL;
+	for (const char *q = endpoints; *q; q++)
+		n += *q == ',';
+	if (n > MAX_LINKS)
+		return ps_err_set(e, PS_EINVAL, "%u endpoints: at most %d shards",
+				  n, MAX_LINKS);
+	c = calloc(1, sizeof *c);
 	if (!c)
 		return ps_err_set(e, PS_ENOMEM, "out of memory");
 	c->timeout = timeout;
 	c->max_inflight = max_inflight < 1 ? 1 : max_inflight;
-	c->next_id = 1;
-	c->next_seq = 1;
-	c->hb_base = c->hb_interval = HEARTBEAT_DEFAULT;
-	c->kept = calloc((size_t)c->max_inflight, sizeof *c->kept);
-	if (!c->kept) {
-		free(c);
-		return ps_err_set(e, PS_ENOMEM, "out of memory");
+	c->links = calloc(n, sizeof *c->links);
+	c->ts = calloc(n, sizeof *c->ts);
+	if (!c->links || !c->ts) {
+		rc = ps_err_set(e, PS_ENOMEM, "out of memory");
+		goto out;
 	}
-	rc = ps_transport_connect(&c->t, endpoint, &o, e);
-	if (rc != PS_OK) {
-		free(c->kept);
-		free(c);
-		return rc;
+	for (unsigned h = 0; h < HISTORY; h++) {
+		c->hist[h].shard_versions = calloc(n, sizeof(uint64_t));
+		if (!c->hist[h].shard_versions) {
+			rc = ps_err_set(e, PS_ENOMEM, "out of memory");
+			goto out;
+		}
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		link *l = &c->links[i];
+		char ep[1024];
+		size_t len = strcspn(p, ",");
+		if (len == 0 || len >= sizeof ep) {
+			rc = ps_err_set(e, PS_EINVAL,
+					"endpoint %u of '%s' is %s", i + 1,
+					endpoints, len ? "too long" : "empty");
+			goto out;
+		}
+		memcpy(ep, p, len);
+		ep[len] = '\0';
+		p += len + (p[len] == ',');
+		l->next_id = 1;
+		l->next_seq = 1;
+		l->hb_base = l->hb_interval = HEARTBEAT_DEFAULT;
+		l->kept = calloc((size_t)c->max_inflight, sizeof *l->kept);
+		if (!l->kept) {
+			rc = ps_err_set(e, PS_ENOMEM, "out of memory");
+			goto out;
+		}
+		c->nlinks = i + 1;
+		rc = ps_transport_connect(&l->t, ep, &o, e);
+		if (rc != PS_OK)
+			goto out;
+		c->ts[i] = l->t;
 	}
 	*out = c;
-	return PS_OK;
+	c = NULL;
+out:
+	ps_client_destroy(&c);
+	return rc;
 }
 
 void ps_client_destroy(ps_client **cp)
@@ -128,25 +199,27 @@ void ps_client_destroy(ps_client **cp)
 	if (!cp || !*cp)
 		return;
 	c = *cp;
-	ps_transport_destroy(&c->t);
-	for (int i = 0; i < c->max_inflight; i++)
-		free(c->kept[i].g);
-	free(c->kept);
+	for (uint32_t i = 0; c->links && i < c->nlinks; i++)
+		link_release(&c->links[i], c->max_inflight);
+	for (unsigned h = 0; h < HISTORY; h++)
+		free(c->hist[h].shard_versions);
+	free(c->links);
+	free(c->ts);
 	free(c);
 	*cp = NULL;
 }
 
-static int send_msg(ps_client *c, const ps_msg *m, const void *tensor,
-		    size_t tlen, ps_err *e)
+static int send_msg(link *l, const ps_msg *m, const void *tensor, size_t tlen,
+		    ps_err *e)
 {
 	size_t len = 0;
-	int rc = ps_wire_encode(m, c->buf, sizeof c->buf, &len);
+	int rc = ps_wire_encode(m, l->buf, sizeof l->buf, &len);
 	if (rc == PS_OK)
-		rc = ps_transport_send(c->t, NULL, c->buf, len, tensor, tlen);
+		rc = ps_transport_send(l->t, NULL, l->buf, len, tensor, tlen);
 	if (rc != PS_OK)
 		return ps_err_set(e, rc, "cannot send %s to %s: %s",
 				  ps_msg_kind_name(m->kind),
-				  ps_transport_endpoint(c->t), ps_strerror(rc));
+				  ps_transport_endpoint(l->t), ps_strerror(rc));
 	return PS_OK;
 }
 
@@ -157,35 +230,37 @@ static size_t push_floats(const ps_msg *m)
 
 /* Send a kept push (again), under a new request id so that a reply to
  * a later request says its ack is overdue only once more. */
-static int send_kept(ps_client *c, retained_push *k, ps_err *e)
+static int send_kept(link *l, retained_push *k, ps_err *e)
 {
 	k->tries++;
-	k->msg.request_id = c->next_id++;
-	return send_msg(c, &k->msg, k->g, push_floats(&k->msg) * sizeof(float),
+	k->msg.request_id = l->next_id++;
+	return send_msg(l, &k->msg, k->g, push_floats(&k->msg) * sizeof(float),
 			e);
 }
 
-static retained_push *find_kept(ps_client *c, uint64_t request_id)
+static retained_push *find_kept(const ps_client *c, link *l,
+				uint64_t request_id)
 {
 	for (int i = 0; i < c->max_inflight; i++)
-		if (c->kept[i].used && c->kept[i].msg.request_id == request_id)
-			return &c->kept[i];
+		if (l->kept[i].used && l->kept[i].msg.request_id == request_id)
+			return &l->kept[i];
 	return NULL;
 }
 
-static void release_kept(ps_client *c, retained_push *k)
+static void release_kept(link *l, retained_push *k)
 {
 	k->used = 0;
-	if (c->inflight > 0)
-		c->inflight--;
+	if (l->inflight > 0)
+		l->inflight--;
 }
 
 /* The server has answered request `upto`, so it has seen every earlier
  * one: a kept push sent before it lost its ack. Send those again. */
-static int resend_overdue(ps_client *c, uint64_t upto, ps_err *e)
+static int resend_overdue(const ps_client *c, link *l, uint64_t upto,
+			  ps_err *e)
 {
 	for (int i = 0; i < c->max_inflight; i++) {
-		retained_push *k = &c->kept[i];
+		retained_push *k = &l->kept[i];
 		int rc;
 		if (!k->used || k->msg.request_id >= upto)
 			continue;
@@ -193,65 +268,65 @@ static int resend_overdue(ps_client *c, uint64_t upto, ps_err *e)
 			ps_log_warn("push seq %" PRIu64 " sent %d times and never "
 				    "acknowledged: dropped",
 				    k->msg.u.push.seq, k->tries);
-			c->st.pushes_dropped++;
-			release_kept(c, k);
+			l->st.pushes_dropped++;
+			release_kept(l, k);
 			continue;
 		}
-		c->st.resent++;
+		l->st.resent++;
 		ps_log_debug("push seq %" PRIu64 " unacknowledged: sending it "
 			     "again", k->msg.u.push.seq);
-		rc = send_kept(c, k, e);
+		rc = send_kept(l, k, e);
 		if (rc != PS_OK)
 			return rc;
 	}
 	return PS_OK;
 }
 
-static void take_ack(ps_client *c, const ps_msg *m)
+static void take_ack(link *l, const ps_msg *m)
 {
 	if (m->kind == PS_MSG_ACK) {
 		if (m->u.ack.stop)
-			c->st.stop = 1;
-		c->st.acks++;
+			l->st.stop = 1;
+		l->st.acks++;
 		if (m->u.ack.duplicate) {
-			c->st.duplicates++;
+			l->st.duplicates++;
 		} else {
-			c->st.applied++;
-			c->st.staleness_sum += m->u.ack.staleness;
-			if (m->u.ack.staleness > c->st.staleness_max)
-				c->st.staleness_max = m->u.ack.staleness;
+			l->st.applied++;
+			l->st.staleness_sum += m->u.ack.staleness;
+			if (m->u.ack.staleness > l->st.staleness_max)
+				l->st.staleness_max = m->u.ack.staleness;
 		}
-		if (m->u.ack.version > c->st.last_version)
-			c->st.last_version = m->u.ack.version;
+		if (m->u.ack.version > l->st.last_version)
+			l->st.last_version = m->u.ack.version;
 	} else if (m->u.error.code == PS_WIRE_ERR_SHUTTING_DOWN) {
 		/* Not an error of ours: training was stopped early. */
-		c->st.refused_after_stop++;
-		if (!c->st.stop)
-			snprintf(c->st.stop_reason, sizeof c->st.stop_reason,
+		l->st.refused_after_stop++;
+		if (!l->st.stop)
+			snprintf(l->st.stop_reason, sizeof l->st.stop_reason,
 				 "%s", m->u.error.message);
-		c->st.stop = 1;
+		l->st.stop = 1;
 	} else if (m->u.error.code == PS_WIRE_ERR_TOO_OLD) {
-		c->st.pushes_dropped++;
+		l->st.pushes_dropped++;
 		ps_log_warn("a push sent again was too old for the server to "
 			    "tell whether it applied it: dropped");
 	} else {
-		c->st.push_errors++;
+		l->st.push_errors++;
 		/* Log the first and then every 100th: a diverging run would
 		 * otherwise print one line per step. */
-		if (c->st.push_errors % 100 == 1)
+		if (l->st.push_errors % 100 == 1)
 			ps_log_warn("server refused a push (%" PRIu64
 				    " so far): %s",
-				    c->st.push_errors, m->u.error.message);
+				    l->st.push_errors, m->u.error.message);
 	}
 }
 
-static void send_hello(ps_client *c, ps_msg *m, int rejoin)
+static void make_hello(const ps_client *c, link *l, ps_msg *m, int rejoin)
 {
-	ps_msg_init(m, PS_MSG_HELLO, c->next_id++, 0);
+	ps_msg_init(m, PS_MSG_HELLO, l->next_id++, 0);
 	m->u.hello.role = c->role;
 	m->u.hello.rank = c->rank;
 	m->u.hello.model = c->spec;
-	m->u.hello.applied_pushes = c->st.applied;
+	m->u.hello.applied_pushes = l->st.applied;
 	m->u.hello.rejoin = rejoin;
 }
 
@@ -259,55 +334,56 @@ static void send_hello(ps_client *c, ps_msg *m, int rejoin)
  * or below the server's last seq were applied (their acks are lost),
  * the others were not and are dropped, their gradients computed from
  * weights this server may never have had. */
-static void take_welcome(ps_client *c, const ps_msg *m)
+static void take_welcome(const ps_client *c, link *l, const ps_msg *m)
 {
 	const ps_msg_welcome *w = &m->u.welcome;
 
-	c->worker_id = w->worker_id;
-	c->registered = 1;
-	c->registered_id = m->request_id;
-	c->epoch++;
-	c->st.last_version = w->version;
+	l->welcome = *w;
+	l->worker_id = w->worker_id;
+	l->registered = 1;
+	l->registered_id = m->request_id;
+	l->epoch++;
+	l->st.last_version = w->version;
 	if (w->heartbeat_seconds > 0)
-		c->hb_base = c->hb_interval = w->heartbeat_seconds;
+		l->hb_base = l->hb_interval = w->heartbeat_seconds;
 	if (c->role != PS_ROLE_WORKER)
 		return;
 	for (int i = 0; i < c->max_inflight; i++) {
-		retained_push *k = &c->kept[i];
+		retained_push *k = &l->kept[i];
 		if (!k->used)
 			continue;
 		if (k->msg.u.push.seq > w->last_seq)
-			c->st.pushes_dropped++;
-		release_kept(c, k);
+			l->st.pushes_dropped++;
+		release_kept(l, k);
 	}
-	c->next_seq = w->last_seq + 1;
-	c->st.applied = w->pushes;
-	c->clock_shift = (int64_t)w->clock - (int64_t)c->st.pushes;
+	l->next_seq = w->last_seq + 1;
+	l->st.applied = w->pushes;
+	l->clock_shift = (int64_t)w->clock - (int64_t)c->pushes;
 }
 
 /* Registered again after an "unknown worker": send again what was in
  * flight. */
-static int resume_requests(ps_client *c, ps_err *e)
+static int resume_requests(link *l, ps_err *e)
 {
 	int rc;
 
-	if (c->pull.id && !c->pull.arrived) {
+	if (l->pull.id && !l->pull.arrived) {
 		ps_msg m;
-		ps_msg_init(&m, PS_MSG_PULL, c->next_id++, c->worker_id);
-		m.u.pull.begin = c->pull.begin;
-		m.u.pull.end = c->pull.end;
-		m.u.pull.clock = (uint64_t)((int64_t)c->pull.clock +
-					    c->clock_shift);
-		c->pull.id = m.request_id;
-		rc = send_msg(c, &m, NULL, 0, e);
+		ps_msg_init(&m, PS_MSG_PULL, l->next_id++, l->worker_id);
+		m.u.pull.begin = l->pull.begin;
+		m.u.pull.end = l->pull.end;
+		m.u.pull.clock = (uint64_t)((int64_t)l->pull.clock +
+					    l->clock_shift);
+		l->pull.id = m.request_id;
+		rc = send_msg(l, &m, NULL, 0, e);
 		if (rc != PS_OK)
 			return rc;
 	}
-	if (c->req.id && !c->req.arrived) {
-		c->req.msg.request_id = c->next_id++;
-		c->req.msg.worker_id = c->worker_id;
-		c->req.id = c->req.msg.request_id;
-		rc = send_msg(c, &c->req.msg, c->req.tensor, c->req.tlen, e);
+	if (l->req.id && !l->req.arrived) {
+		l->req.msg.request_id = l->next_id++;
+		l->req.msg.worker_id = l->worker_id;
+		l->req.id = l->req.msg.request_id;
+		rc = send_msg(l, &l->req.msg, l->req.tensor, l->req.tlen, e);
 		if (rc != PS_OK)
 			return rc;
 	}
@@ -317,74 +393,86 @@ static int resume_requests(ps_client *c, ps_err *e)
 /* The server answered request_id with "unknown worker". Register again,
  * once, if that request was made under the current registration (older
  * ones were sent before the last registration and are moot). */
-static int maybe_rejoin(ps_client *c, uint64_t request_id, ps_err *e)
+static int maybe_rejoin(const ps_client *c, link *l, uint64_t request_id,
+			ps_err *e)
 {
 	ps_msg m;
 
-	if (!c->registered || c->rejoin_id || request_id < c->registered_id)
+	if (!l->registered || l->rejoin_id || request_id < l->registered_id)
 		return PS_OK;
 	ps_log_warn("the server at %s no longer knows this %s (restarted, or "
 		    "it dropped us): registering again",
-		    ps_transport_endpoint(c->t),
+		    ps_transport_endpoint(l->t),
 		    c->role == PS_ROLE_WORKER ? "worker" : "evaluator");
-	send_hello(c, &m, 1);
-	c->rejoin_id = m.request_id;
-	return send_msg(c, &m, NULL, 0, e);
+	make_hello(c, l, &m, 1);
+	l->rejoin_id = m.request_id;
+	return send_msg(l, &m, NULL, 0, e);
 }
 
-/* Act on one message from the server. */
-static int dispatch(ps_client *c, const ps_msg *m, const ps_frame *f,
-		    ps_err *e)
+/* Act on one message from link l's server. */
+static int dispatch(const ps_client *c, link *l, const ps_msg *m,
+		    const ps_frame *f, ps_err *e)
 {
 	int unknown = m->kind == PS_MSG_ERROR &&
 		      m->u.error.code == PS_WIRE_ERR_UNKNOWN_WORKER;
 	retained_push *k;
 
-	if (c->rejoin_id && m->request_id == c->rejoin_id) {
-		c->rejoin_id = 0;
+	if (l->rejoin_id && m->request_id == l->rejoin_id) {
+		l->rejoin_id = 0;
 		if (m->kind != PS_MSG_WELCOME)
 			return ps_err_set(e, PS_EPROTO,
-					  "the server refused to register us "
-					  "again: %s",
+					  "the server at %s refused to register "
+					  "us again: %s",
+					  ps_transport_endpoint(l->t),
 					  m->kind == PS_MSG_ERROR
 						  ? m->u.error.message
 						  : ps_msg_kind_name(m->kind));
-		take_welcome(c, m);
-		c->st.rejoins++;
-		ps_log_warn("registered again as %s %u at version %" PRIu64
-			    "; carrying on",
+		if (m->u.welcome.begin != l->begin ||
+		    m->u.welcome.end != l->end)
+			return ps_err_set(e, PS_EPROTO,
+					  "the server at %s came back owning "
+					  "[%" PRIu64 ", %" PRIu64 "), not [%"
+					  PRIu64 ", %" PRIu64 ")",
+					  ps_transport_endpoint(l->t),
+					  m->u.welcome.begin, m->u.welcome.end,
+					  l->begin, l->end);
+		take_welcome(c, l, m);
+		l->st.rejoins++;
+		ps_log_warn("registered again with %s as %s %u at version %"
+			    PRIu64 "; carrying on",
+			    ps_transport_endpoint(l->t),
 			    c->role == PS_ROLE_WORKER ? "worker" : "evaluator",
 			    c->rank, m->u.welcome.version);
-		return resume_requests(c, e);
+		return resume_requests(l, e);
 	}
-	if (c->req.id && m->request_id == c->req.id) {
-		if (unknown && c->req.msg.kind != PS_MSG_HELLO)
-			return maybe_rejoin(c, m->request_id, e);
-		c->req.reply = *m;
-		c->req.arrived = 1;
+	if (l->req.id && m->request_id == l->req.id) {
+		if (unknown && l->req.msg.kind != PS_MSG_HELLO)
+			return maybe_rejoin(c, l, m->request_id, e);
+		l->req.reply = *m;
+		l->req.arrived = 1;
 		return PS_OK;
 	}
-	if (c->pull.id && m->request_id == c->pull.id) {
+	if (l->pull.id && m->request_id == l->pull.id) {
 		if (unknown)
-			return maybe_rejoin(c, m->request_id, e);
-		if (m->kind != PS_MSG_ERROR && f->tensor_len > c->pull.bytes)
+			return maybe_rejoin(c, l, m->request_id, e);
+		if (m->kind != PS_MSG_ERROR && f->tensor_len > l->pull.bytes)
 			return ps_err_set(e, PS_EPROTO,
 					  "server sent %zu tensor bytes, expected %zu",
-					  f->tensor_len, c->pull.bytes);
+					  f->tensor_len, l->pull.bytes);
 		if (m->kind != PS_MSG_ERROR && f->tensor_len)
-			memcpy(c->pull.dst, f->tensor, f->tensor_len);
-		c->pull.reply = *m;
-		c->pull.arrived = 1;
-		c->pulled_epoch = c->epoch;
-		return resend_overdue(c, m->request_id, e);
+			memcpy(l->pull.dst, f->tensor, f->tensor_len);
+		l->pull.reply = *m;
+		l->pull.arrived = 1;
+		l->pulled_epoch = l->epoch;
+		return resend_overdue(c, l, m->request_id, e);
 	}
-	if ((k = find_kept(c, m->request_id)) != NULL) {
+	if ((k = find_kept(c, l, m->request_id)) != NULL) {
 		if (unknown)
-			return maybe_rejoin(c, m->request_id, e);
+			return maybe_rejoin(c, l, m->request_id, e);
 		if (m->kind == PS_MSG_ACK || m->kind == PS_MSG_ERROR) {
-			take_ack(c, m);
-			release_kept(c, k);
-			return resend_overdue(c, m->request_id, e);
+			take_ack(l, m);
+			release_kept(l, k);
+			return resend_overdue(c, l, m->request_id, e);
 		}
 	}
 	/* The server could not read a message of ours (request id 0). It
@@ -393,19 +481,19 @@ static int dispatch(ps_client *c, const ps_msg *m, const ps_frame *f,
 	if (m->kind == PS_MSG_ERROR && m->request_id == 0) {
 		k = NULL;
 		for (int i = 0; i < c->max_inflight; i++)
-			if (c->kept[i].used &&
-			    (!k || c->kept[i].msg.request_id < k->msg.request_id))
-				k = &c->kept[i];
+			if (l->kept[i].used &&
+			    (!k || l->kept[i].msg.request_id < k->msg.request_id))
+				k = &l->kept[i];
 		if (k) {
-			take_ack(c, m);
-			release_kept(c, k);
+			take_ack(l, m);
+			release_kept(l, k);
 			return PS_OK;
 		}
 	}
-	if (m->kind == PS_MSG_HEARTBEAT && m->request_id == c->last_hb_id)
-		return resend_overdue(c, m->request_id, e);
-	if (unknown && m->request_id == c->last_hb_id)
-		return maybe_rejoin(c, m->request_id, e);
+	if (m->kind == PS_MSG_HEARTBEAT && m->request_id == l->last_hb_id)
+		return resend_overdue(c, l, m->request_id, e);
+	if (unknown && m->request_id == l->last_hb_id)
+		return maybe_rejoin(c, l, m->request_id, e);
 	/* A reply to a request that was sent again, or to a heartbeat
 	 * superseded by a later one: nothing waits for it. */
 	ps_log_debug("ignoring %s for request %" PRIu64,
@@ -415,122 +503,213 @@ static int dispatch(ps_client *c, const ps_msg *m, const ps_frame *f,
 
 /* The server has said nothing for the heartbeat interval: ask it. A
  * send that fails is not fatal here; the silence will be. */
-static void heartbeat(ps_client *c, double now, double silent)
+static void heartbeat(const ps_client *c, link *l, double now, double silent)
 {
 	ps_msg m;
 	ps_err ignored = {0};
 
-	ps_msg_init(&m, PS_MSG_HEARTBEAT, c->next_id++, c->worker_id);
-	if (send_msg(c, &m, NULL, 0, &ignored) == PS_OK)
-		c->last_hb_id = m.request_id;
-	c->last_hb = now;
-	if (silent >= 2 * c->hb_base && c->hb_interval < HEARTBEAT_BACKOFF_MAX * c->hb_base) {
+	ps_msg_init(&m, PS_MSG_HEARTBEAT, l->next_id++, l->worker_id);
+	if (send_msg(l, &m, NULL, 0, &ignored) == PS_OK)
+		l->last_hb_id = m.request_id;
+	l->last_hb = now;
+	if (silent >= 2 * l->hb_base &&
+	    l->hb_interval < HEARTBEAT_BACKOFF_MAX * l->hb_base) {
 		ps_log_warn("no answer from the server at %s for %.1f s; "
 			    "retrying every %.1f s (giving up after %.0f s)",
-			    ps_transport_endpoint(c->t), silent,
-			    2 * c->hb_interval, c->timeout);
-		c->hb_interval *= 2;
+			    ps_transport_endpoint(l->t), silent,
+			    2 * l->hb_interval, c->timeout);
+		l->hb_interval *= 2;
 	}
 }
 
 enum wait_for { WAIT_REQ, WAIT_PULL, WAIT_INFLIGHT };
 
-static int wait_done(const ps_client *c, enum wait_for what, int inflight_left)
+static int link_done(const link *l, enum wait_for what, int inflight_left)
 {
 	switch (what) {
 	case WAIT_REQ:
-		return c->req.arrived;
+		return !l->req.id || l->req.arrived;
 	case WAIT_PULL:
-		return c->pull.arrived;
+		return !l->pull.id || l->pull.arrived;
 	case WAIT_INFLIGHT:
-		return c->inflight <= inflight_left && !c->rejoin_id;
+		return l->inflight <= inflight_left && !l->rejoin_id;
 	}
 	return 1;
 }
 
-/* Receive and dispatch until `what` is done. */
+/* Receive one message on l (waiting at most wait_ms) and dispatch it.
+ * PS_ETIMEDOUT when none came. */
+static int receive_one(ps_client *c, link *l, int wait_ms, ps_err *e)
+{
+	ps_frame f;
+	ps_msg m;
+	ps_err de = {0};
+	int rc = ps_transport_recv(l->t, &f, wait_ms);
+
+	if (rc == PS_ETIMEDOUT)
+		return rc;
+	/* Only the handled stop signals interrupt the wait: give up at once
+	 * rather than wait out the timeout for a server that may be
+	 * stopping too. */
+	if (rc == PS_EINTR)
+		return ps_err_set(e, rc, "stopped by a signal while waiting for "
+				  "the server at %s",
+				  ps_transport_endpoint(l->t));
+	if (rc != PS_OK)
+		return ps_err_set(e, rc, "receive from %s failed: %s",
+				  ps_transport_endpoint(l->t), ps_strerror(rc));
+	rc = ps_wire_decode(f.head, f.head_len, &m, &de);
+	if (rc == PS_OK)
+		rc = ps_wire_check_tensor(&m, f.tensor_len, &de);
+	if (rc != PS_OK)
+		return ps_err_set(e, PS_EPROTO, "bad message from the server at "
+				  "%s: %s", ps_transport_endpoint(l->t), de.msg);
+	l->last_rx = ps_now();
+	l->hb_interval = l->hb_base;
+	return dispatch(c, l, &m, &f, e);
+}
+
+/* Receive and dispatch on every link until `what` is done on all. */
 static int wait_for(ps_client *c, enum wait_for what, int inflight_left,
 		    ps_err *e)
 {
 	double start = ps_now();
 
 	for (;;) {
-		ps_frame f;
-		ps_msg m;
-		ps_err de = {0};
-		double now = ps_now();
-		double quiet = c->last_rx > start ? c->last_rx : start;
-		double since_send = c->last_hb > quiet ? c->last_hb : quiet;
-		double wait_s;
-		int rc;
+		double now = ps_now(), next = now + c->timeout;
+		int all = 1, rc;
 
-		if (wait_done(c, what, inflight_left))
+		for (uint32_t i = 0; i < c->nlinks; i++) {
+			link *l = &c->links[i];
+			double quiet = l->last_rx > start ? l->last_rx : start;
+			double since = l->last_hb > quiet ? l->last_hb : quiet;
+			if (link_done(l, what, inflight_left))
+				continue;
+			all = 0;
+			if (now - quiet >= c->timeout)
+				return ps_err_set(e, PS_ETIMEDOUT,
+						  "no reply from the server at %s within %.0f s",
+						  ps_transport_endpoint(l->t),
+						  c->timeout);
+			if (l->registered && now - since >= l->hb_interval) {
+				heartbeat(c, l, now, now - quiet);
+				since = now;
+			}
+			if (l->registered && since + l->hb_interval < next)
+				next = since + l->hb_interval;
+			if (quiet + c->timeout < next)
+				next = quiet + c->timeout;
+		}
+		if (all)
 			return PS_OK;
-		if (now - quiet >= c->timeout)
-			return ps_err_set(e, PS_ETIMEDOUT,
-					  "no reply from the server at %s within %.0f s",
-					  ps_transport_endpoint(c->t),
-					  c->timeout);
-		if (c->registered && now - since_send >= c->hb_interval) {
-			heartbeat(c, now, now - quiet);
+		if (c->nlinks == 1) {
+			rc = receive_one(c, &c->links[0],
+					 (int)((next - now) * 1000) + 1, e);
+			if (rc != PS_OK && rc != PS_ETIMEDOUT)
+				return rc;
 			continue;
 		}
-		wait_s = c->registered ? since_send + c->hb_interval - now
-				       : quiet + c->timeout - now;
-		if (wait_s > quiet + c->timeout - now)
-			wait_s = quiet + c->timeout - now;
-		rc = ps_transport_recv(c->t, &f, (int)(wait_s * 1000) + 1);
+		rc = ps_transport_wait_any(c->ts, c->nlinks,
+					   (int)((next - now) * 1000) + 1);
 		if (rc == PS_ETIMEDOUT)
 			continue;
-		/* Only the handled stop signals interrupt the wait: give up
-		 * at once rather than wait out the timeout for a server that
-		 * may be stopping too. */
-		if (rc == PS_EINTR)
-			return ps_err_set(e, rc, "stopped by a signal while "
-					  "waiting for the server at %s",
-					  ps_transport_endpoint(c->t));
 		if (rc != PS_OK)
-			return ps_err_set(e, rc, "receive from %s failed: %s",
-					  ps_transport_endpoint(c->t),
+			return ps_err_set(e, rc, "waiting for the servers failed: %s",
 					  ps_strerror(rc));
-		rc = ps_wire_decode(f.head, f.head_len, &m, &de);
-		if (rc == PS_OK)
-			rc = ps_wire_check_tensor(&m, f.tensor_len, &de);
-		if (rc != PS_OK)
-			return ps_err_set(e, PS_EPROTO,
-					  "bad message from the server: %s",
-					  de.msg);
-		c->last_rx = ps_now();
-		c->hb_interval = c->hb_base;
-		rc = dispatch(c, &m, &f, e);
-		if (rc != PS_OK)
-			return rc;
+		for (uint32_t i = 0; i < c->nlinks; i++) {
+			while ((rc = receive_one(c, &c->links[i], 0, e)) == PS_OK)
+				;
+			if (rc != PS_ETIMEDOUT)
+				return rc;
+		}
 	}
 }
 
-/* Send a hello, bye or stop and wait for its reply (which may be an
- * error: the caller looks at *reply). */
-static int request(ps_client *c, const ps_msg *m, const void *tensor,
-		   size_t tlen, ps_msg *reply, ps_err *e)
+/* Send m (its request id and worker id set per link by make) on every
+ * link as each link's request, with tensor slice i from tensor_of(i), and
+ * wait for every reply. An error reply fails the whole request. */
+static int request_all(ps_client *c, const ps_msg *m,
+		       const float *tensor, uint64_t tbegin, ps_msg *first,
+		       ps_err *e)
 {
-	int rc;
+	int rc = PS_OK;
 
-	c->req.msg = *m;
-	c->req.id = m->request_id;
-	c->req.tensor = tensor;
-	c->req.tlen = tlen;
-	c->req.arrived = 0;
-	rc = send_msg(c, m, tensor, tlen, e);
+	for (uint32_t i = 0; i < c->nlinks && rc == PS_OK; i++) {
+		link *l = &c->links[i];
+		l->req.msg = *m;
+		l->req.msg.request_id = l->next_id++;
+		l->req.msg.worker_id = l->worker_id;
+		l->req.tensor = NULL;
+		l->req.tlen = 0;
+		if (m->kind == PS_MSG_STOP && tensor) {
+			l->req.msg.u.stop.begin = l->begin;
+			l->req.msg.u.stop.end = l->end;
+			l->req.tensor = tensor + (l->begin - tbegin);
+			l->req.tlen = (size_t)(l->end - l->begin) * sizeof(float);
+		}
+		if (m->kind == PS_MSG_HELLO)
+			make_hello(c, l, &l->req.msg, 0);
+		l->req.id = l->req.msg.request_id;
+		l->req.arrived = 0;
+		rc = send_msg(l, &l->req.msg, l->req.tensor, l->req.tlen, e);
+	}
 	if (rc == PS_OK)
 		rc = wait_for(c, WAIT_REQ, 0, e);
-	if (rc == PS_OK)
-		*reply = c->req.reply;
-	c->req.id = 0;
-	c->req.tensor = NULL;
-	if (rc == PS_OK && reply->kind == PS_MSG_ERROR)
-		return ps_err_set(e, PS_EPROTO, "server refused: %s",
-				  reply->u.error.message);
+	for (uint32_t i = 0; i < c->nlinks; i++) {
+		link *l = &c->links[i];
+		if (rc == PS_OK && l->req.reply.kind == PS_MSG_ERROR)
+			rc = ps_err_set(e, PS_EPROTO, "server %s refused: %s",
+					ps_transport_endpoint(l->t),
+					l->req.reply.u.error.message);
+		if (rc == PS_OK && i == 0)
+			*first = l->req.reply;
+		l->req.id = 0;
+		l->req.tensor = NULL;
+	}
 	return rc;
+}
+
+static int cmp_shard(const void *a, const void *b)
+{
+	const link *x = a, *y = b;
+	return (x->welcome.shard > y->welcome.shard) -
+	       (x->welcome.shard < y->welcome.shard);
+}
+
+/* Every link's welcome: S distinct shards of S, one model, the ranges
+ * ps_shard_range() cuts. Links are put in shard order. */
+static int check_shards(ps_client *c, ps_err *e)
+{
+	uint64_t n = c->links[0].welcome.num_params;
+
+	qsort(c->links, c->nlinks, sizeof *c->links, cmp_shard);
+	for (uint32_t i = 0; i < c->nlinks; i++) {
+		link *l = &c->links[i];
+		uint64_t b, end;
+		c->ts[i] = l->t;
+		if (l->welcome.num_shards != c->nlinks ||
+		    l->welcome.shard != i || l->welcome.num_params != n)
+			return ps_err_set(e, PS_EPROTO,
+					  "the server at %s is shard %u of %u "
+					  "of a %" PRIu64 "-parameter model; "
+					  "connected to %u server(s) of a %"
+					  PRIu64 "-parameter model",
+					  ps_transport_endpoint(l->t),
+					  l->welcome.shard, l->welcome.num_shards,
+					  l->welcome.num_params, c->nlinks, n);
+		ps_shard_range(n, c->nlinks, i, &b, &end);
+		if (l->welcome.begin != b || l->welcome.end != end)
+			return ps_err_set(e, PS_EPROTO,
+					  "the server at %s owns [%" PRIu64
+					  ", %" PRIu64 "), expected [%" PRIu64
+					  ", %" PRIu64 ")",
+					  ps_transport_endpoint(l->t),
+					  l->welcome.begin, l->welcome.end, b,
+					  end);
+		l->begin = b;
+		l->end = end;
+	}
+	return PS_OK;
 }
 
 int ps_client_hello(ps_client *c, enum ps_role role, uint32_t rank,
@@ -543,76 +722,116 @@ int ps_client_hello(ps_client *c, enum ps_role role, uint32_t rank,
 	c->role = role;
 	c->rank = rank;
 	c->spec = *spec;
-	send_hello(c, &m, 0);
-	rc = request(c, &m, NULL, 0, &r, e);
+	ps_msg_init(&m, PS_MSG_HELLO, 0, 0);
+	rc = request_all(c, &m, NULL, 0, &r, e);
+	for (uint32_t i = 0; rc == PS_OK && i < c->nlinks; i++) {
+		link *l = &c->links[i];
+		if (l->req.reply.kind != PS_MSG_WELCOME)
+			return ps_err_set(e, PS_EPROTO, "expected welcome, got %s",
+					  ps_msg_kind_name(l->req.reply.kind));
+		take_welcome(c, l, &l->req.reply);
+		/* The weights the caller starts from are the welcome's. */
+		l->pulled_epoch = l->epoch;
+		l->version = l->welcome.version;
+	}
+	if (rc == PS_OK)
+		rc = check_shards(c, e);
 	if (rc != PS_OK)
 		return rc;
-	if (r.kind != PS_MSG_WELCOME)
-		return ps_err_set(e, PS_EPROTO, "expected welcome, got %s",
-				  ps_msg_kind_name(r.kind));
-	take_welcome(c, &r);
-	/* The weights the caller starts from are the welcome's. */
-	c->pulled_epoch = c->epoch;
-	*welcome = r.u.welcome;
+	*welcome = c->links[0].welcome;
+	welcome->begin = 0;
+	welcome->end = welcome->num_params;
+	welcome->shard = 0;
+	for (uint32_t i = 1; i < c->nlinks; i++)
+		if (c->links[i].welcome.version < welcome->version)
+			welcome->version = c->links[i].welcome.version;
 	return PS_OK;
 }
 
 int ps_client_pull_start(ps_client *c, float *w, uint64_t begin,
 			 uint64_t end, uint64_t clock, ps_err *e)
 {
-	ps_msg m;
-	int rc;
-
-	if (c->pull.id)
+	if (c->pull_inflight)
 		return ps_err_set(e, PS_EINVAL, "a pull is already in flight");
-	ps_msg_init(&m, PS_MSG_PULL, c->next_id++, c->worker_id);
-	m.u.pull.begin = begin;
-	m.u.pull.end = end;
-	m.u.pull.clock = (uint64_t)((int64_t)clock + c->clock_shift);
-	rc = send_msg(c, &m, NULL, 0, e);
-	if (rc != PS_OK)
-		return rc;
-	c->pull.id = m.request_id;
-	c->pull.dst = w;
-	c->pull.bytes = (size_t)(end - begin) * sizeof(float);
-	c->pull.begin = begin;
-	c->pull.end = end;
-	c->pull.clock = clock;
-	c->pull.arrived = 0;
+	for (uint32_t i = 0; i < c->nlinks; i++) {
+		link *l = &c->links[i];
+		uint64_t b = begin > l->begin ? begin : l->begin;
+		uint64_t en = end < l->end ? end : l->end;
+		ps_msg m;
+		int rc;
+		l->pull.id = 0;
+		l->pull.arrived = 0;
+		if (b >= en)
+			continue; /* nothing of this shard wanted */
+		ps_msg_init(&m, PS_MSG_PULL, l->next_id++, l->worker_id);
+		m.u.pull.begin = b;
+		m.u.pull.end = en;
+		m.u.pull.clock = (uint64_t)((int64_t)clock + l->clock_shift);
+		rc = send_msg(l, &m, NULL, 0, e);
+		if (rc != PS_OK)
+			return rc;
+		l->pull.id = m.request_id;
+		l->pull.dst = w + (b - begin);
+		l->pull.bytes = (size_t)(en - b) * sizeof(float);
+		l->pull.begin = b;
+		l->pull.end = en;
+		l->pull.clock = clock;
+	}
+	c->pull_inflight = 1;
 	return PS_OK;
 }
 
 int ps_client_pull_finish(ps_client *c, uint64_t *version,
 			  int *training_done, ps_err *e)
 {
-	uint64_t begin = c->pull.begin, end = c->pull.end;
-	ps_msg r;
-	int rc;
+	uint64_t v = UINT64_MAX;
+	int done = 1, rc;
+	unsigned h;
 
-	if (!c->pull.id)
+	if (!c->pull_inflight)
 		return ps_err_set(e, PS_EINVAL, "no pull in flight");
 	rc = wait_for(c, WAIT_PULL, 0, e);
-	r = c->pull.reply;
-	c->pull.id = 0;
+	c->pull_inflight = 0;
+	h = c->hist_next++ % HISTORY;
+	for (uint32_t i = 0; i < c->nlinks; i++) {
+		link *l = &c->links[i];
+		const ps_msg *r = &l->pull.reply;
+		if (!l->pull.id)
+			continue;
+		l->pull.id = 0;
+		if (rc != PS_OK)
+			continue;
+		if (r->kind == PS_MSG_ERROR)
+			rc = ps_err_set(e, PS_EPROTO, "server %s refused: %s",
+					ps_transport_endpoint(l->t),
+					r->u.error.message);
+		else if (r->kind != PS_MSG_WEIGHTS ||
+			 r->u.weights.begin != l->pull.begin ||
+			 r->u.weights.end != l->pull.end)
+			rc = ps_err_set(e, PS_EPROTO,
+					"pull answered with %s of another range",
+					ps_msg_kind_name(r->kind));
+		if (rc != PS_OK)
+			continue;
+		l->version = r->u.weights.version;
+		l->st.last_version = r->u.weights.version;
+		if (r->u.weights.stop)
+			l->st.stop = 1;
+		l->st.train_seconds = r->u.weights.train_seconds;
+		done = done && r->u.weights.training_done;
+		if (l->version < v)
+			v = l->version;
+	}
 	if (rc != PS_OK)
 		return rc;
-	if (r.kind == PS_MSG_ERROR)
-		return ps_err_set(e, PS_EPROTO, "server refused: %s",
-				  r.u.error.message);
-	if (r.kind != PS_MSG_WEIGHTS || r.u.weights.begin != begin ||
-	    r.u.weights.end != end)
-		return ps_err_set(e, PS_EPROTO,
-				  "pull answered with %s of another range",
-				  ps_msg_kind_name(r.kind));
-	c->st.pulls++;
-	c->st.last_version = r.u.weights.version;
-	if (r.u.weights.stop)
-		c->st.stop = 1;
-	c->st.train_seconds = r.u.weights.train_seconds;
+	for (uint32_t i = 0; i < c->nlinks; i++)
+		c->hist[h].shard_versions[i] = c->links[i].version;
+	c->hist[h].version = v == UINT64_MAX ? 0 : v;
+	c->pulls++;
 	if (version)
-		*version = r.u.weights.version;
+		*version = c->hist[h].version;
 	if (training_done)
-		*training_done = r.u.weights.training_done;
+		*training_done = done;
 	return PS_OK;
 }
 
@@ -626,57 +845,88 @@ int ps_client_pull(ps_client *c, float *w, uint64_t begin, uint64_t end,
 	return ps_client_pull_finish(c, version, training_done, e);
 }
 
+/* The version of shard i's weights behind a gradient computed from the
+ * pull that reported base_version: with one shard that is base_version;
+ * with several, the shard's version in the newest such pull remembered,
+ * else in the last pull. */
+static uint64_t shard_base(const ps_client *c, uint32_t i,
+			   uint64_t base_version)
+{
+	if (c->nlinks == 1)
+		return base_version;
+	for (unsigned k = 1; k <= HISTORY; k++) {
+		unsigned h = (c->hist_next - k) % HISTORY;
+		if (k <= c->hist_next && c->hist[h].version == base_version)
+			return c->hist[h].shard_versions[i];
+	}
+	return c->links[i].version;
+}
+
 int ps_client_push(ps_client *c, const float *g, uint64_t begin,
 		   uint64_t end, uint64_t base_version, uint32_t batch_size,
 		   float loss, uint64_t clock, ps_err *e)
 {
-	retained_push *k = NULL;
-	size_t count = (size_t)(end - begin);
 	int rc;
 
-	/* Bound the pushes in flight: wait for the oldest ack. */
-	if (c->inflight >= c->max_inflight) {
-		rc = wait_for(c, WAIT_INFLIGHT, c->max_inflight - 1, e);
+	/* Bound the pushes in flight: wait for the oldest acks. */
+	if (c->nlinks > 0) {
+		int busy = 0;
+		for (uint32_t i = 0; i < c->nlinks; i++)
+			busy |= c->links[i].inflight >= c->max_inflight;
+		if (busy) {
+			rc = wait_for(c, WAIT_INFLIGHT, c->max_inflight - 1, e);
+			if (rc != PS_OK)
+				return rc;
+		}
+	}
+	for (uint32_t i = 0; i < c->nlinks; i++) {
+		link *l = &c->links[i];
+		uint64_t b = begin > l->begin ? begin : l->begin;
+		uint64_t en = end < l->end ? end : l->end;
+		size_t count;
+		retained_push *k = NULL;
+		if (b >= en)
+			continue;
+		/* Computed from weights of before the last registration:
+		 * the server that has us now may never have had them.
+		 * Counted, not sent; the server's clock for us does not
+		 * move, so neither does ours. */
+		if (l->pulled_epoch != l->epoch) {
+			l->st.pushes_dropped++;
+			l->clock_shift--;
+			continue;
+		}
+		count = (size_t)(en - b);
+		for (int j = 0; j < c->max_inflight && !k; j++)
+			if (!l->kept[j].used)
+				k = &l->kept[j];
+		if (k->cap < count) {
+			float *g2 = realloc(k->g, count * sizeof *g2);
+			if (!g2)
+				return ps_err_set(e, PS_ENOMEM,
+						  "out of memory for a copy of a push");
+			k->g = g2;
+			k->cap = count;
+		}
+		memcpy(k->g, g + (b - begin), count * sizeof *g);
+		k->tries = 0;
+		ps_msg_init(&k->msg, PS_MSG_PUSH, 0, l->worker_id);
+		k->msg.u.push.base_version = shard_base(c, i, base_version);
+		k->msg.u.push.begin = b;
+		k->msg.u.push.end = en;
+		k->msg.u.push.batch_size = batch_size;
+		k->msg.u.push.loss = loss;
+		k->msg.u.push.clock = (uint64_t)((int64_t)clock + l->clock_shift);
+		k->msg.u.push.seq = l->next_seq;
+		rc = send_kept(l, k, e);
 		if (rc != PS_OK)
 			return rc;
+		k->used = 1;
+		l->next_seq++;
+		l->st.pushes++;
+		l->inflight++;
 	}
-	/* Computed from weights of before the last registration: the server
-	 * that has us now may never have had them. Counted, not sent; the
-	 * server's clock for us does not move, so neither does ours. */
-	if (c->pulled_epoch != c->epoch) {
-		c->st.pushes++;
-		c->st.pushes_dropped++;
-		c->clock_shift--;
-		return PS_OK;
-	}
-	for (int i = 0; i < c->max_inflight && !k; i++)
-		if (!c->kept[i].used)
-			k = &c->kept[i];
-	if (k->cap < count) {
-		float *g2 = realloc(k->g, count * sizeof *g2);
-		if (!g2)
-			return ps_err_set(e, PS_ENOMEM,
-					  "out of memory for a copy of a push");
-		k->g = g2;
-		k->cap = count;
-	}
-	memcpy(k->g, g, count * sizeof *g);
-	k->tries = 0;
-	ps_msg_init(&k->msg, PS_MSG_PUSH, 0, c->worker_id);
-	k->msg.u.push.base_version = base_version;
-	k->msg.u.push.begin = begin;
-	k->msg.u.push.end = end;
-	k->msg.u.push.batch_size = batch_size;
-	k->msg.u.push.loss = loss;
-	k->msg.u.push.clock = (uint64_t)((int64_t)clock + c->clock_shift);
-	k->msg.u.push.seq = c->next_seq;
-	rc = send_kept(c, k, e);
-	if (rc != PS_OK)
-		return rc;
-	k->used = 1;
-	c->next_seq++;
-	c->st.pushes++;
-	c->inflight++;
+	c->pushes++;
 	return PS_OK;
 }
 
@@ -692,15 +942,18 @@ int ps_client_bye(ps_client *c, uint64_t samples, uint64_t steps, ps_err *e)
 
 	if (rc != PS_OK)
 		return rc;
-	ps_msg_init(&m, PS_MSG_BYE, c->next_id++, c->worker_id);
+	ps_msg_init(&m, PS_MSG_BYE, 0, 0);
 	m.u.bye.samples = samples;
 	m.u.bye.steps = steps;
-	return request(c, &m, NULL, 0, &r, e);
+	return request_all(c, &m, NULL, 0, &r, e);
 }
 
 int ps_client_stopped(const ps_client *c)
 {
-	return c->st.stop;
+	for (uint32_t i = 0; i < c->nlinks; i++)
+		if (c->links[i].st.stop)
+			return 1;
+	return 0;
 }
 
 int ps_client_stop(ps_client *c, const char *reason, const float *best,
@@ -710,21 +963,46 @@ int ps_client_stop(ps_client *c, const char *reason, const float *best,
 	ps_msg m, r;
 	int rc;
 
-	ps_msg_init(&m, PS_MSG_STOP, c->next_id++, c->worker_id);
+	(void)end;
+	ps_msg_init(&m, PS_MSG_STOP, 0, 0);
 	snprintf(m.u.stop.reason, sizeof m.u.stop.reason, "%s", reason);
 	m.u.stop.best_version = best_version;
-	if (best) {
-		m.u.stop.begin = begin;
-		m.u.stop.end = end;
-	}
-	rc = request(c, &m, best,
-		     best ? (size_t)(end - begin) * sizeof(float) : 0, &r, e);
+	rc = request_all(c, &m, best, begin, &r, e);
 	if (rc == PS_OK)
-		c->st.stop = 1;
+		for (uint32_t i = 0; i < c->nlinks; i++)
+			c->links[i].st.stop = 1;
 	return rc;
 }
 
 void ps_client_get_stats(const ps_client *c, ps_client_stats *out)
 {
-	*out = c->st;
+	memset(out, 0, sizeof *out);
+	out->last_version = UINT64_MAX;
+	for (uint32_t i = 0; i < c->nlinks; i++) {
+		const ps_client_stats *s = &c->links[i].st;
+		out->acks += s->acks;
+		out->applied += s->applied;
+		out->duplicates += s->duplicates;
+		out->resent += s->resent;
+		out->rejoins += s->rejoins;
+		out->pushes_dropped += s->pushes_dropped;
+		out->push_errors += s->push_errors;
+		out->staleness_sum += s->staleness_sum;
+		if (s->staleness_max > out->staleness_max)
+			out->staleness_max = s->staleness_max;
+		if (s->last_version < out->last_version)
+			out->last_version = s->last_version;
+		out->refused_after_stop += s->refused_after_stop;
+		if (s->train_seconds > out->train_seconds)
+			out->train_seconds = s->train_seconds;
+		if (s->stop && !out->stop) {
+			out->stop = 1;
+			snprintf(out->stop_reason, sizeof out->stop_reason, "%s",
+				 s->stop_reason);
+		}
+	}
+	if (out->last_version == UINT64_MAX)
+		out->last_version = 0;
+	out->pushes = c->pushes;
+	out->pulls = c->pulls;
 }

@@ -136,7 +136,7 @@ def test_killed_server_resumes_from_checkpoint(tmp):
         (pushes, s["updates_lost"], dropped, made)
     assert all(w["done"] for w in srv["per_worker"]), srv["per_worker"]
     for r in range(workers):
-        assert log_has(run, "worker-%d" % r, r"registered again as worker %d" % r)
+        assert log_has(run, "worker-%d" % r, r"registered again with \S+ as worker %d" % r)
     # It still learned y = 3x + 2.
     w = pslib.read_model(os.path.join(run, "model.bin"))["weights"]
     assert abs(w[0] - 3) < 0.05 and abs(w[1] - 2) < 0.05, w
