@@ -15,7 +15,6 @@
 #include "ps_optim.h"
 
 #include <assert.h>
-#include <cblas.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -447,18 +446,6 @@ static void run(ps_optim *o, float *restrict w, const float *restrict g,
 	}
 }
 
-static void saxpy(float *w, const float *g, size_t n, float alpha)
-{
-	/* CBLAS takes int lengths; walk large arrays in int-sized pieces. */
-	while (n > 0) {
-		int k = n > (size_t)1 << 30 ? 1 << 30 : (int)n;
-		cblas_saxpy(k, alpha, g, 1, w, 1);
-		w += k;
-		g += k;
-		n -= (size_t)k;
-	}
-}
-
 void ps_optim_apply_scaled(ps_optim *o, float *restrict w,
 			   const float *restrict g, size_t begin, size_t n,
 			   uint64_t t, double lr_scale)
@@ -472,10 +459,11 @@ void ps_optim_apply_scaled(ps_optim *o, float *restrict w,
 		return;
 	lr = ps_optim_lr(o, t) * lr_scale;
 	o->steps++;
-	if (c->kind == PS_OPTIM_SGD && c->weight_decay == 0 && c->l1 == 0) {
-		saxpy(w, g, n, (float)-lr);
-		return;
-	}
+	/* Plain SGD too goes through the kernels rather than cblas_saxpy:
+	 * BLAS rounds its vector body and its tail differently (fused
+	 * multiply-add or not), so a weight's update would depend on where
+	 * its range starts, and server shards would not reproduce one
+	 * server's weights. */
 	s.lr = (float)lr;
 	s.wd = (float)c->weight_decay;
 	s.l1 = (float)c->l1;

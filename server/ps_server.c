@@ -652,12 +652,16 @@ static void bsp_try_step(ps_server *s)
 		if (w->bsp_batch == 0)
 			continue;
 		share = (float)((double)w->bsp_batch / (double)total);
+		/* A plain loop, not cblas_saxpy: BLAS kernels round the
+		 * vector body and the tail differently (fused or not), so a
+		 * weight's result would depend on where the shard's range
+		 * starts, and S = 1, 2, 3 would not give the same weights. */
 		if (first)
 			for (uint64_t i = 0; i < s->n; i++)
 				s->scratch[i] = share * w->bsp_grad[i];
 		else
-			cblas_saxpy((int)s->n, share, w->bsp_grad, 1,
-				    s->scratch, 1);
+			for (uint64_t i = 0; i < s->n; i++)
+				s->scratch[i] += share * w->bsp_grad[i];
 		first = 0;
 		w->bsp_batch = 0;
 	}

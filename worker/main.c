@@ -32,6 +32,7 @@ int main(int argc, char **argv)
 					     NULL};
 	const char *endpoint = "tcp://127.0.0.1:5555";
 	const char *data = NULL, *result_out = NULL, *metrics_out = NULL;
+	const char *model_out = NULL;
 	const char *hidden = "256";
 	int activation = 0;
 	int role = 0, model = 0, level = 2, rank = 0, workers = 1;
@@ -51,7 +52,8 @@ int main(int argc, char **argv)
 	double step_delay_ms = 0;
 	const ps_cli_opt opts[] = {
 		{"connect", PS_CLI_STRING, &endpoint, "ENDPOINT",
-		 "server endpoint (tcp://HOST:PORT or ipc://PATH)", 0, -1, NULL},
+		 "server endpoint (tcp://HOST:PORT or ipc://PATH); with several "
+		 "server shards, all of theirs separated by commas", 0, -1, NULL},
 		{"role", PS_CLI_CHOICE, &role, "ROLE",
 		 "train on a shard, or evaluate the server's weights", 0, -1,
 		 roles},
@@ -112,6 +114,10 @@ int main(int argc, char **argv)
 		 0, -1, NULL},
 		{"metrics-out", PS_CLI_STRING, &metrics_out, "PATH",
 		 "evaluator: append one JSON line per evaluation here", 0, -1,
+		 NULL},
+		{"model-out", PS_CLI_STRING, &model_out, "PATH",
+		 "evaluator: write the final weights here, the whole model assembled "
+		 "from every shard (a model file, as ps-server --model-out)", 0, -1,
 		 NULL},
 		{"fetch-every", PS_CLI_INT, &fetch_every, "N",
 		 "pull the weights every N steps (Downpour n_fetch)", 1, 1000000,
@@ -230,6 +236,7 @@ int main(int argc, char **argv)
 	cfg.clip_value = clip_value;
 	cfg.result_out = result_out;
 	cfg.metrics_out = metrics_out;
+	cfg.model_out = model_out;
 	cfg.stop = &stop_flag;
 
 	if (check)

@@ -19,6 +19,7 @@
 #include "ps_json.h"
 #include "ps_log.h"
 #include "ps_model.h"
+#include "ps_modelfile.h"
 #include "ps_plan.h"
 
 int ps_worker_model_spec(const ps_worker_config *cfg, const ps_dataset *d,
@@ -577,6 +578,15 @@ int ps_worker_evaluate(const ps_worker_config *cfg, ps_err *e)
 		}
 		if (done && cfg->result_out) {
 			rc = write_result(cfg->result_out, version, &ev, &val, e);
+			if (rc != PS_OK)
+				goto out;
+		}
+		if (done && cfg->model_out) {
+			ps_model_spec spec;
+			rc = ps_worker_model_spec(cfg, data, &spec, e);
+			if (rc == PS_OK)
+				rc = ps_modelfile_write(cfg->model_out, &spec,
+							version, w, n, e);
 			if (rc != PS_OK)
 				goto out;
 		}

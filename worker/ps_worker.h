@@ -45,6 +45,7 @@ typedef struct ps_worker_config {
 				 * loss; 0: never */
 	const char *result_out; /* evaluator: final figures, JSON */
 	const char *metrics_out;/* evaluator: one JSON line per evaluation */
+	const char *model_out;  /* evaluator: the final weights, whole model */
 	uint64_t crash_after;   /* testing aid: exit(3) after this many steps
 				 * without a bye; 0: never */
 	volatile int *stop;     /* set non-zero to stop early */

@@ -85,7 +85,9 @@ def test_killed_worker_training_completes(tmp):
     the summary records the failure."""
     pslib.need_fashion_mnist()
     run = os.path.join(tmp, "run")
-    p = launch_bg(["--workers", "3", "--epochs", "2", "--worker-timeout", "2",
+    # The short run's settings (test_launcher.py): about 0.83 untouched.
+    p = launch_bg(["--workers", "3", "--epochs", "3", "--lr", "0.2",
+                   "--lr-decay-steps", "1000", "--worker-timeout", "2",
                    "--heartbeat", "0.5", "--quiet"], run)
     pslib.wait_for(lambda: log_has(run, "server", r"worker 1 joined"), 40,
                    "worker 1 registers", p)
