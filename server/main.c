@@ -23,6 +23,31 @@
 
 static volatile int stop_flag;
 
+/* The run's checkpoint directory and this shard's under it. */
+static int make_checkpoint_dirs(const char *root, uint32_t num_shards,
+				uint32_t shard, ps_err *e)
+{
+	char dir[4096];
+	int rc = ps_checkpoint_dir(root, num_shards, shard, dir, sizeof dir, e);
+
+	if (rc != PS_OK)
+		return rc;
+	/* root, then each level below it that the shard's path adds. */
+	for (char *p = dir + strlen(root); ; p++) {
+		char c = *p;
+		if (c != '/' && c != '\0')
+			continue;
+		*p = '\0';
+		if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+			return ps_err_set(e, PS_EIO, "cannot create %s: %s", dir,
+					  strerror(errno));
+		*p = c;
+		if (c == '\0')
+			break;
+	}
+	return PS_OK;
+}
+
 /* "500" (updates) or "30s" (seconds) into one of the two. */
 static int parse_every(const char *text, uint64_t *updates, double *seconds,
 		       ps_err *e)
@@ -414,17 +439,18 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ps-server: %s\n", e.msg);
 		goto out;
 	}
-	if (checkpoint_dir && mkdir(checkpoint_dir, 0755) != 0 &&
-	    errno != EEXIST) {
-		fprintf(stderr, "ps-server: cannot create %s: %s\n",
-			checkpoint_dir, strerror(errno));
+	if (checkpoint_dir &&
+	    make_checkpoint_dirs(checkpoint_dir, cfg.num_shards, cfg.shard,
+				 &e) != PS_OK) {
+		fprintf(stderr, "ps-server: %s\n", e.msg);
 		goto out;
 	}
 	if (resume) {
 		ps_checkpoint ck;
 		char path[4096];
-		rc = ps_checkpoint_load_newest(checkpoint_dir, &ck, path,
-					       sizeof path, &e);
+		rc = ps_checkpoint_load_for(checkpoint_dir, cfg.num_shards,
+					    cfg.shard, &ck, path, sizeof path,
+					    &e);
 		if (rc == PS_OK) {
 			rc = ps_server_restore(s, &ck, &e);
 			if (rc == PS_OK)

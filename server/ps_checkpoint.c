@@ -22,8 +22,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ps_json.h"
 #include "ps_log.h"
 #include "ps_modelfile.h"
+#include "ps_shard.h"
 
 #define FIXED_BYTES (6 * 4 + 20 * 8 + 2 * 8)
 #define WORKER_BYTES (6 * 8)
@@ -381,4 +383,219 @@ int ps_checkpoint_load_newest(const char *dir, ps_checkpoint *ck, char *path,
 				  "the newest: %s)",
 				  dir, n, first.msg);
 	return PS_OK;
+}
+
+int ps_checkpoint_dir(const char *root, uint32_t num_shards, uint32_t shard,
+		      char *out, size_t len, ps_err *e)
+{
+	int k = num_shards <= 1
+			? snprintf(out, len, "%s", root)
+			: snprintf(out, len, "%s/%u-shards/shard-%u", root,
+				   num_shards, shard);
+	if (k < 0 || (size_t)k >= len)
+		return ps_err_set(e, PS_EINVAL, "checkpoint path too long: %s",
+				  root);
+	return PS_OK;
+}
+
+int ps_checkpoint_write_manifest(const char *root, const ps_checkpoint *ck,
+				 ps_err *e)
+{
+	char path[4096], tmp[4200];
+	FILE *f;
+	int rc = PS_OK;
+
+	if (snprintf(path, sizeof path, "%s/manifest.json", root) >=
+	    (int)sizeof path)
+		return ps_err_set(e, PS_EINVAL, "path too long: %s", root);
+	snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+	f = fopen(tmp, "w");
+	if (!f)
+		return ps_err_set(e, PS_EIO, "%s: %s", tmp, strerror(errno));
+	fprintf(f, "{\"model\": ");
+	ps_json_string(f, ck->spec.name);
+	fprintf(f, ", \"input_dim\": %u, \"output_dim\": %u, \"hidden\": ",
+		ck->spec.input_dim, ck->spec.output_dim);
+	ps_json_string(f, ck->spec.hidden);
+	fprintf(f, ", \"activation\": ");
+	ps_json_string(f, ck->spec.activation);
+	fprintf(f, ", \"init_seed\": %" PRIu64 ",\n \"num_params\": %" PRIu64
+		   ", \"num_shards\": %u, \"version\": %" PRIu64
+		   ",\n \"ranges\": [",
+		ck->spec.init_seed, ck->total, ck->num_shards, ck->version);
+	for (uint32_t k = 0; k < ck->num_shards; k++) {
+		uint64_t b, en;
+		ps_shard_range(ck->total, ck->num_shards, k, &b, &en);
+		fprintf(f, "%s[%" PRIu64 ", %" PRIu64 "]", k ? ", " : "", b, en);
+	}
+	fprintf(f, "]}\n");
+	if (fflush(f) != 0 || fsync(fileno(f)) != 0)
+		rc = ps_err_set(e, PS_EIO, "%s: %s", tmp, strerror(errno));
+	if (fclose(f) != 0 && rc == PS_OK)
+		rc = ps_err_set(e, PS_EIO, "%s: %s", tmp, strerror(errno));
+	if (rc == PS_OK && rename(tmp, path) != 0)
+		rc = ps_err_set(e, PS_EIO, "%s: %s", path, strerror(errno));
+	if (rc != PS_OK)
+		unlink(tmp);
+	return rc;
+}
+
+/* The shard count of the newest checkpoints under root: the manifest's,
+ * or 1 without one. */
+static int manifest_shards(const char *root, uint32_t *num_shards, ps_err *e)
+{
+	char path[4096], buf[4096];
+	const char *p;
+	size_t got;
+	FILE *f;
+	unsigned long v;
+
+	*num_shards = 1;
+	if (snprintf(path, sizeof path, "%s/manifest.json", root) >=
+	    (int)sizeof path)
+		return ps_err_set(e, PS_EINVAL, "path too long: %s", root);
+	f = fopen(path, "r");
+	if (!f)
+		return errno == ENOENT ? PS_OK
+				       : ps_err_set(e, PS_EIO, "%s: %s", path,
+						    strerror(errno));
+	got = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[got] = '\0';
+	p = strstr(buf, "\"num_shards\": ");
+	if (!p)
+		return ps_err_set(e, PS_EFORMAT, "%s: no num_shards", path);
+	v = strtoul(p + strlen("\"num_shards\": "), NULL, 10);
+	if (v < 1 || v > 65536)
+		return ps_err_set(e, PS_EFORMAT, "%s: num_shards %lu", path, v);
+	*num_shards = (uint32_t)v;
+	return PS_OK;
+}
+
+/* Copy [b, e) of weights and optimizer state out of old shard `o` into
+ * ck, which holds [ck->begin, ck->begin + ck->n). */
+static void copy_overlap(ps_checkpoint *ck, const ps_checkpoint *o)
+{
+	uint64_t b = ck->begin > o->begin ? ck->begin : o->begin;
+	uint64_t e = ck->begin + ck->n < o->begin + o->n ? ck->begin + ck->n
+							: o->begin + o->n;
+	uint64_t per = o->n ? o->state_count / o->n : 0;
+
+	if (b >= e)
+		return;
+	memcpy(ck->w + (b - ck->begin), o->w + (b - o->begin),
+	       (e - b) * sizeof(float));
+	/* State is per-weight arrays one after the other (a, then b). */
+	for (uint64_t j = 0; j < per; j++)
+		memcpy(ck->state + j * ck->n + (b - ck->begin),
+		       o->state + j * o->n + (b - o->begin),
+		       (e - b) * sizeof(float));
+}
+
+static int recut(const char *root, uint32_t old_s, uint32_t num_shards,
+		 uint32_t shard, ps_checkpoint *ck, char *from, size_t len,
+		 ps_err *e)
+{
+	ps_checkpoint *old = calloc(old_s, sizeof *old);
+	char dir[4096], path[4200];
+	char **names = NULL;
+	size_t count = 0;
+	int rc = PS_OK, found = 0;
+
+	memset(ck, 0, sizeof *ck);
+	if (!old)
+		return ps_err_set(e, PS_ENOMEM, "out of memory");
+	/* Versions old shard 0 has, newest first; each tried on every shard. */
+	rc = ps_checkpoint_dir(root, old_s, 0, dir, sizeof dir, e);
+	if (rc == PS_OK)
+		rc = list_checkpoints(dir, &names, &count, e);
+	for (size_t i = 0; rc == PS_OK && i < count && !found; i++) {
+		int ok = 1;
+		for (uint32_t k = 0; k < old_s && ok; k++) {
+			ps_err one = {0};
+			if (ps_checkpoint_dir(root, old_s, k, dir, sizeof dir,
+					      &one) != PS_OK ||
+			    snprintf(path, sizeof path, "%s/%s", dir,
+				     names[i]) >= (int)sizeof path ||
+			    ps_checkpoint_read(path, &old[k], &one) != PS_OK ||
+			    old[k].num_shards != old_s || old[k].shard != k ||
+			    old[k].total != old[0].total ||
+			    old[k].state_count / (old[k].n ? old[k].n : 1) !=
+				    old[0].state_count /
+					    (old[0].n ? old[0].n : 1)) {
+				ps_log_warn("resharding: %s of %u shards refused: %s",
+					    names[i], old_s,
+					    one.msg[0] ? one.msg
+						       : "another model or cut");
+				ok = 0;
+			}
+		}
+		if (!ok) {
+			for (uint32_t k = 0; k < old_s; k++)
+				ps_checkpoint_release(&old[k]);
+			continue;
+		}
+		found = 1;
+	}
+	if (rc == PS_OK && !found)
+		rc = ps_err_set(e, PS_EFORMAT,
+				"no version that all %u old shards under %s "
+				"checkpointed validly", old_s, root);
+	if (rc == PS_OK) {
+		uint64_t b, en, per = old[0].n ? old[0].state_count / old[0].n : 0;
+		uint32_t first;
+		const ps_checkpoint *src;
+		ps_shard_range(old[0].total, num_shards, shard, &b, &en);
+		first = ps_shard_of(old[0].total, old_s, b);
+		src = &old[first];
+		*ck = *src; /* counters, spec, workers' standing */
+		ck->w = NULL;
+		ck->state = NULL;
+		ck->workers = NULL;
+		ck->begin = b;
+		ck->n = en - b;
+		ck->shard = shard;
+		ck->num_shards = num_shards;
+		ck->state_count = per * ck->n;
+		ck->w = malloc((ck->n ? ck->n : 1) * sizeof(float));
+		ck->state = per ? malloc(ck->state_count * sizeof(float)) : NULL;
+		ck->workers = malloc(src->num_workers * sizeof *ck->workers);
+		if (!ck->w || (per && !ck->state) || !ck->workers) {
+			rc = ps_err_set(e, PS_ENOMEM, "out of memory");
+		} else {
+			memcpy(ck->workers, src->workers,
+			       src->num_workers * sizeof *ck->workers);
+			for (uint32_t k = 0; k < old_s; k++)
+				copy_overlap(ck, &old[k]);
+			snprintf(from, len, "%s (%u shards, version %" PRIu64
+				 ") recut for shard %u of %u",
+				 root, old_s, ck->version, shard, num_shards);
+		}
+	}
+	for (uint32_t k = 0; k < old_s; k++)
+		ps_checkpoint_release(&old[k]);
+	free(old);
+	free_names(names, count);
+	if (rc != PS_OK)
+		ps_checkpoint_release(ck);
+	return rc;
+}
+
+int ps_checkpoint_load_for(const char *root, uint32_t num_shards,
+			   uint32_t shard, ps_checkpoint *ck, char *from,
+			   size_t len, ps_err *e)
+{
+	char dir[4096];
+	uint32_t old_s;
+	int rc = manifest_shards(root, &old_s, e);
+
+	memset(ck, 0, sizeof *ck);
+	if (rc != PS_OK)
+		return rc;
+	if (old_s != num_shards)
+		return recut(root, old_s, num_shards, shard, ck, from, len, e);
+	rc = ps_checkpoint_dir(root, num_shards, shard, dir, sizeof dir, e);
+	if (rc != PS_OK)
+		return rc;
+	return ps_checkpoint_load_newest(dir, ck, from, len, e);
 }

@@ -70,6 +70,35 @@ void ps_checkpoint_release(ps_checkpoint *ck);
 int ps_checkpoint_save(const char *dir, const ps_checkpoint *ck, int keep,
 		       char *written, size_t written_len, ps_err *e) PS_WUR;
 
+/* Where shard `shard` of `num_shards` keeps its checkpoints under the
+ * run's checkpoint directory root: root itself for a single server, else
+ * root/<S>-shards/shard-<K> (so that a run resumed onto another shard
+ * count never mixes its files with the old cut's). Errors: PS_EINVAL (too
+ * long for out[len]). */
+int ps_checkpoint_dir(const char *root, uint32_t num_shards, uint32_t shard,
+		      char *out, size_t len, ps_err *e) PS_WUR;
+
+/* Write root/manifest.json atomically: the model, its size, the shard
+ * count and every shard's range, as of checkpoint ck (shard 0 writes it).
+ * Errors: PS_EIO, PS_EINVAL. */
+int ps_checkpoint_write_manifest(const char *root, const ps_checkpoint *ck,
+				 ps_err *e) PS_WUR;
+
+/* Load what shard `shard` of `num_shards` resumes from, out of the run's
+ * checkpoints under root, into *ck, and the path(s) it came from into
+ * from[len]. When the manifest's shard count (1 without a manifest)
+ * equals num_shards, that is the shard's newest valid checkpoint. Else
+ * the ranges are recut: the newest version that every old shard has a
+ * valid checkpoint of is read, and this shard's range of weights and
+ * optimizer state is copied out of the old shards that overlap it; the
+ * counters and workers' standing come from the old shard holding the
+ * range's first weight. Errors: those of ps_checkpoint_load_newest(), and
+ * PS_EFORMAT when the old shards have no version in common or disagree
+ * on the model. */
+int ps_checkpoint_load_for(const char *root, uint32_t num_shards,
+			   uint32_t shard, ps_checkpoint *ck, char *from,
+			   size_t len, ps_err *e) PS_WUR;
+
 /* Load the newest valid checkpoint of dir into *ck, its path into
  * path[len]. A checkpoint that fails to load is logged with its reason
  * and skipped for the next older one. Errors: PS_ENOENT (dir missing, or

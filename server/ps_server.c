@@ -1145,6 +1145,16 @@ int ps_server_restore(ps_server *s, const ps_checkpoint *ck, ps_err *e)
 		if (w->dc_pulled)
 			memcpy(w->dc_pulled, s->w, s->n * sizeof *s->w);
 	}
+	/* A checkpoint of a finished run is resumed to train more: every
+	 * worker is expected again. Of a run cut short, only those that had
+	 * not said bye are. */
+	if (s->st.workers_done == s->cfg.num_workers) {
+		for (uint32_t r = 0; r < s->cfg.num_workers; r++)
+			s->workers[r].done = 0;
+		s->st.workers_done = 0;
+		ps_log_info("the checkpoint is of a finished run: expecting "
+			    "every worker again");
+	}
 	s->st.version = ck->version;
 	s->st.model_version = ck->model_version;
 	s->st.samples = ck->samples;
@@ -1216,8 +1226,15 @@ int ps_server_checkpoint(ps_server *s, ps_err *e)
 	ck.updates_lost = st.updates_lost;
 	ck.staleness_sum = st.staleness_sum;
 	ck.train_seconds = st.train_seconds;
-	rc = ps_checkpoint_save(s->cfg.checkpoint_dir, &ck,
-				s->cfg.checkpoint_keep, path, sizeof path, e);
+	rc = ps_checkpoint_dir(s->cfg.checkpoint_dir, s->cfg.num_shards,
+			       s->cfg.shard, path, sizeof path, e);
+	if (rc == PS_OK)
+		rc = ps_checkpoint_save(path, &ck, s->cfg.checkpoint_keep, path,
+					sizeof path, e);
+	/* The manifest says how the checkpoints are cut, for a resume onto
+	 * another shard count. */
+	if (rc == PS_OK && s->cfg.shard == 0)
+		rc = ps_checkpoint_write_manifest(s->cfg.checkpoint_dir, &ck, e);
 	free(workers);
 	s->t_checkpoint = ps_now();
 	if (rc != PS_OK)

@@ -235,7 +235,9 @@ def write_checkpoint(tmp):
     assert rc == 0, output(rc, out, err)
     ckdir = os.path.join(run, "checkpoints")
     names = sorted(os.listdir(ckdir))
-    assert names == ["ckpt-%020d.psck" % s["updates"]], names
+    assert names == ["ckpt-%020d.psck" % s["updates"], "manifest.json"], names
+    manifest = pslib.read_json(os.path.join(ckdir, "manifest.json"))
+    assert manifest["num_shards"] == 1 and manifest["ranges"] == [[0, 2]], manifest
     return ckdir, os.path.join(ckdir, names[0]), s
 
 

@@ -3,6 +3,8 @@ ranges the shards own, bsp giving the same weights for S = 1, 2 and 3 as
 synchronous SGD, asynchronous training across two shards, and the final
 model assembled by the evaluator."""
 import os
+import re
+import struct
 import subprocess
 
 import pslib
@@ -93,3 +95,73 @@ def test_shard_options_are_checked(tmp):
     p = subprocess.run([pslib.SERVER, "--shard", "2", "--shards", "2"],
                        stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
     assert p.returncode == 2 and b"--shard 2 of --shards 2" in p.stderr, p
+
+
+def checkpoint_parts(path):
+    """(weights, optimizer state floats, version) of a checkpoint file, as
+    docs/PROTOCOL.md lays it out."""
+    with open(path, "rb") as f:
+        d = f.read()
+    n = struct.unpack_from("<Q", d, 148)[0]
+    w = list(struct.unpack_from("<%df" % n, d, 156))
+    x = 156 + 4 * n + 8  # the server state
+    workers = struct.unpack_from("<I", d, x + 4)[0]
+    version, _, count = struct.unpack_from("<QQQ", d, x + 40)
+    state = list(struct.unpack_from("<%df" % count, d, x + 200 + 48 * workers))
+    return w, state, version
+
+
+def newest(d):
+    names = sorted(n for n in os.listdir(d) if n.endswith(".psck"))
+    return os.path.join(d, names[-1])
+
+
+def shard_files(run, servers):
+    root = os.path.join(run, "checkpoints")
+    if servers == 1:
+        return [newest(root)]
+    return [newest(os.path.join(root, "%d-shards" % servers, "shard-%d" % k))
+            for k in range(servers)]
+
+
+def assembled(run, servers):
+    """The whole model's weights and optimizer state (first then second
+    state float of every weight) from the newest checkpoint of each shard."""
+    parts = [checkpoint_parts(p) for p in shard_files(run, servers)]
+    versions = {v for _, _, v in parts}
+    assert len(versions) == 1, versions
+    w = [x for p in parts for x in p[0]]
+    per = len(parts[0][1]) // len(parts[0][0])
+    state = [x for j in range(per) for p in parts
+             for x in p[1][j * len(p[0]):(j + 1) * len(p[0])]]
+    return w, state, versions.pop()
+
+
+@timeout(120)
+def test_checkpoint_resumes_onto_other_shard_counts(tmp):
+    """A run checkpointed by 2 shards, resumed onto 3 and then onto 1: the
+    ranges are recut and the weights and optimizer state moved, bit for
+    bit (no training after the resume: --epochs 0)."""
+    pslib.need(pslib.SERVER, pslib.WORKER)
+    idx = write_idx(tmp, 400, 6, 3, 7)
+    common = ["--model", "softmax", "--data", idx, "--batch", "20", "--workers", "2",
+              "--optimizer", "adam", "--lr", "0.01", "--seed", "5"]
+    run, s = run_shards(tmp, "run", 2, common + ["--epochs", "2"])
+    want_w, want_state, version = assembled(run, 2)
+    assert version == s["shards"][0]["updates"] > 0, (version, s["shards"])
+    assert len(want_state) == 2 * len(want_w), "adam keeps two floats per weight"
+    manifest = pslib.read_json(os.path.join(run, "checkpoints", "manifest.json"))
+    assert manifest["num_shards"] == 2 and manifest["ranges"] == shard_ranges(111, 2)
+    for servers in (3, 1):
+        _, s2 = run_shards(tmp, "run", servers, common + ["--epochs", "0", "--resume"])
+        for sh in s2["shards"]:
+            assert sh["updates"] == version, (servers, sh)
+        w, state, v = assembled(run, servers)
+        assert v == version and w == want_w, "weights moved wrongly onto %d" % servers
+        assert state == want_state, "optimizer state moved wrongly onto %d" % servers
+        m = pslib.read_model(os.path.join(run, "model.bin"))
+        assert m["weights"] == want_w and m["version"] == version, servers
+        for k in range(servers):
+            name = "server-%d" % k if servers > 1 else "server"
+            assert re.search(r"resumed from .*(recut|ckpt-0*%d)" % version,
+                             pslib.read_text(os.path.join(run, name + ".log"))), name
