@@ -165,3 +165,36 @@ def test_checkpoint_resumes_onto_other_shard_counts(tmp):
             name = "server-%d" % k if servers > 1 else "server"
             assert re.search(r"resumed from .*(recut|ckpt-0*%d)" % version,
                              pslib.read_text(os.path.join(run, name + ".log"))), name
+
+
+@timeout(90)
+def test_killed_shard_is_reported_as_partial_updates(tmp):
+    """kill -9 one of two shards: the launcher restarts it from its
+    checkpoint and training completes, but the pushes the killed shard
+    lost were applied by the other one only; the summary says how many."""
+    pslib.need(pslib.SERVER, pslib.WORKER)
+    from test_faults import launch_bg, finish, kill9, dropped_pushes, no_stragglers
+    run = os.path.join(tmp, "run")
+    rows, workers, epochs, batch = 8000, 2, 3, 16
+    p = launch_bg(["--model", "linear", "--data", "synthetic-linear:%d" % rows,
+                   "--workers", str(workers), "--epochs", str(epochs), "--batch", str(batch),
+                   "--servers", "2", "--restart", "1", "--checkpoint-every", "100",
+                   "--worker-timeout", "3", "--heartbeat", "0.3", "--quiet", "--",
+                   "--step-delay-ms", "2"], run)
+    ckdir = os.path.join(run, "checkpoints", "2-shards", "shard-1")
+    pslib.wait_for(lambda: os.path.isdir(ckdir) and len(os.listdir(ckdir)) >= 2, 40,
+                   "shard 1 checkpointed twice", p)
+    kill9(p, "--shard 1 ")
+    rc, out, err, s = finish(p, 70)
+    assert rc == 0, "%s\n%s" % (out, err)
+    made = sum(steps(rows, workers, r, batch, epochs) for r in range(workers))
+    dropped = sum(dropped_pushes(run, "worker-%d" % r) for r in range(workers))
+    sh0, sh1 = s["shards"]
+    assert sh0["updates"] == made and sh0["resumed_version"] is None, sh0
+    assert sh1["resumed_version"] is not None and sh1["resumed_version"] % 100 == 0, sh1
+    # Every push is accounted for on the killed shard too.
+    assert sh1["updates"] + sh1["updates_lost"] + dropped == made, (sh1, dropped, made)
+    assert s["partial_updates"] == sh0["updates"] - sh1["updates"], s["partial_updates"]
+    if s["partial_updates"]:
+        assert "the shards disagree: %d update(s)" % s["partial_updates"] in out, out
+    no_stragglers()
