@@ -35,6 +35,8 @@ int ps_cluster_join(ps_cluster *c, enum ps_cluster_role role, ps_err *e)
 		if (roles[r] == PS_CLUSTER_SERVER) {
 			if (c->server_rank < 0)
 				c->server_rank = r;
+			if (r < c->world_rank)
+				c->server_index++;
 			c->num_servers++;
 		} else if (roles[r] == PS_CLUSTER_EVALUATOR) {
 			c->num_evaluators++;
@@ -44,10 +46,9 @@ int ps_cluster_join(ps_cluster *c, enum ps_cluster_role role, ps_err *e)
 			c->num_trainers++;
 		}
 	}
-	if (c->num_servers != 1)
+	if (c->num_servers == 0)
 		rc = ps_err_set(e, PS_EINVAL,
-				"the mpirun job has %u ps-server ranks; it needs exactly one",
-				c->num_servers);
+				"the mpirun job has no ps-server rank");
 	else if (c->num_trainers == 0)
 		rc = ps_err_set(e, PS_EINVAL,
 				"the mpirun job has no training ps-worker rank");
@@ -65,13 +66,30 @@ int ps_cluster_share_endpoint(const ps_cluster *c, const char *mine,
 	if (!all)
 		return ps_err_set(e, PS_ENOMEM, "out of memory");
 	rc = ps_mpi_allgather_str(mine, all, ENDPOINT_MAX, e);
-	if (rc == PS_OK) {
-		const char *theirs = all + (size_t)c->server_rank * ENDPOINT_MAX;
-		if (strlen(theirs) >= len)
-			rc = ps_err_set(e, PS_EINVAL, "endpoint too long: %s",
+	if (rc == PS_OK && len > 0)
+		endpoint[0] = '\0';
+	/* Only servers publish something: in rank order, the shards. One
+	 * that failed published "", and then the list is "". */
+	for (int r = 0, k = 0; rc == PS_OK && r < c->world_size; r++) {
+		const char *theirs = all + (size_t)r * ENDPOINT_MAX;
+		size_t used = strlen(endpoint);
+		if (theirs[0] == '\0')
+			continue;
+		if (used + strlen(theirs) + 2 > len)
+			rc = ps_err_set(e, PS_EINVAL, "endpoints too long: %s",
 					theirs);
 		else
-			strcpy(endpoint, theirs);
+			snprintf(endpoint + used, len - used, "%s%s",
+				 k ? "," : "", theirs);
+		if (++k == (int)c->num_servers)
+			break;
+	}
+	if (rc == PS_OK) {
+		uint32_t n = endpoint[0] ? 1 : 0;
+		for (const char *p = endpoint; *p; p++)
+			n += *p == ',';
+		if (n != c->num_servers)
+			endpoint[0] = '\0';
 	}
 	free(all);
 	return rc;

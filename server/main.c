@@ -400,6 +400,17 @@ int main(int argc, char **argv)
 				    workers, cluster.num_trainers);
 		workers = (int)cluster.num_trainers;
 		cfg.num_evaluators = cluster.num_evaluators;
+		/* Server ranks are the shards, in rank order. */
+		if (shards > 1 && ((uint32_t)shards != cluster.num_servers ||
+				   (uint32_t)shard != cluster.server_index)) {
+			fprintf(stderr, "ps-server: --shard %d --shards %d, but this "
+					"is server rank %u of %u in the job\n",
+				shard, shards, cluster.server_index,
+				cluster.num_servers);
+			goto out;
+		}
+		cfg.shard = cluster.server_index;
+		cfg.num_shards = cluster.num_servers;
 		if (transport == 1)
 			listen = "mpi://*";
 		else if (!listen)
@@ -423,7 +434,7 @@ int main(int argc, char **argv)
 	if (in_cluster) {
 		/* Every rank waits in this exchange: take part even after a
 		 * failure (publishing "") so that nobody hangs. */
-		char unused[300];
+		char unused[4096];
 		int rc2 = ps_cluster_share_endpoint(
 			&cluster, rc == PS_OK ? published : "", unused,
 			sizeof unused, rc == PS_OK ? &e : NULL);

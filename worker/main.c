@@ -45,7 +45,7 @@ int main(int argc, char **argv)
 	int check = 0;
 	ps_cluster cluster;
 	int in_cluster = 0;
-	char mpi_endpoint[300] = "";
+	char mpi_endpoint[4096] = "";
 	uint64_t crash_after = 0;
 	int fetch_every = 1, push_every = 1;
 	int prefetch = 0;
