@@ -16,8 +16,15 @@ struct ps_transport_ops {
 	void (*destroy)(ps_transport *t);
 };
 
+struct ps_pending_send;
+
+/* Backends calloc their transport and set ops; the rest belongs to the
+ * generic layer (ps_transport.c) and starts zeroed. */
 struct ps_transport {
 	const struct ps_transport_ops *ops;
+	ps_transport_counters count;
+	double delay; /* seconds each send is held; 0: none */
+	struct ps_pending_send *pending, *pending_tail; /* FIFO, by due time */
 };
 
 /* ZeroMQ backend (ps_transport_zmq.c). */
