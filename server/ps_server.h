@@ -33,6 +33,8 @@ enum ps_consistency {
 int ps_consistency_parse(const char *text, enum ps_consistency *mode,
 			 uint32_t *bound, ps_err *e) PS_WUR;
 
+struct ps_server;
+
 typedef struct ps_server_config {
 	uint32_t num_workers;   /* training workers expected, >= 1 */
 	ps_optim_config optim;
@@ -70,6 +72,10 @@ typedef struct ps_server_config {
 	/* Fault injection for tests: do not send every Nth ack of an applied
 	 * push (0: off). */
 	uint64_t drop_ack_every;
+	/* Called from ps_server_run() after every loop turn (at least every
+	 * 200 ms) with ps_now(); e.g. ps_server_metrics_tick(). NULL: none. */
+	void (*tick)(void *arg, const struct ps_server *s, double now);
+	void *tick_arg;
 } ps_server_config;
 
 /* Counters of everything the server refused; each is also logged. */
