@@ -152,6 +152,12 @@ def test_sweep_tiny_grid_writes_csv_and_plots(tmp):
     for name in ("throughput", "time-to-target", "staleness"):
         w, h = png_size(os.path.join(out_dir, name + ".png"))
         assert (w, h) == (800, 500), (name, w, h)
+    # Plotted again from the CSV alone.
+    again = os.path.join(tmp, "again")
+    rc, out, err = run([SWEEP, "--plot-from", out_dir, "--out", again], 20)
+    assert rc == 0, output(rc, out, err)
+    assert len(read_csv(os.path.join(again, "summary.csv"))) == 4
+    assert png_size(os.path.join(again, "throughput.png")) == (800, 500)
 
 
 @timeout(30)
