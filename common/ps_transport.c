@@ -2,14 +2,79 @@
  * ps_transport: dispatch to the backend chosen by the endpoint: tcp://
  * and ipc:// belong to ZeroMQ, mpi:// to MPI. inproc:// is not offered:
  * each transport has its own ZeroMQ context, and inproc only connects
- * sockets of one context.
+ * sockets of one context. Above the backends it counts messages and
+ * bytes, and emulates a link delay by holding sends in a queue.
  */
 #include "ps_transport.h"
 
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "ps_log.h"
 #include "ps_transport_impl.h"
+
+/* A send held by the link delay: the message copied, due at `due`
+ * (ps_now() seconds). */
+struct ps_pending_send {
+	struct ps_pending_send *next;
+	double due;
+	int to_peer; /* 0: the connecting side's server (to == NULL) */
+	ps_peer to;
+	size_t hlen, tlen;
+	uint8_t data[]; /* head, then tensor */
+};
+
+static double default_delay;
+
+/* Process-wide sums; a transport belongs to one thread, but a process
+ * may run several transports on several threads. */
+static _Atomic uint64_t total_msgs_in, total_msgs_out, total_bytes_in,
+	total_bytes_out, total_delayed, total_delayed_failed;
+
+void ps_transport_set_default_delay(double seconds)
+{
+	default_delay = seconds > 0 ? seconds : 0;
+}
+
+void ps_transport_stats(const ps_transport *t, ps_transport_counters *out)
+{
+	if (t) {
+		*out = t->count;
+		return;
+	}
+	out->msgs_in = atomic_load_explicit(&total_msgs_in,
+					    memory_order_relaxed);
+	out->msgs_out = atomic_load_explicit(&total_msgs_out,
+					     memory_order_relaxed);
+	out->bytes_in = atomic_load_explicit(&total_bytes_in,
+					     memory_order_relaxed);
+	out->bytes_out = atomic_load_explicit(&total_bytes_out,
+					      memory_order_relaxed);
+	out->delayed = atomic_load_explicit(&total_delayed,
+					    memory_order_relaxed);
+	out->delayed_failed = atomic_load_explicit(&total_delayed_failed,
+						   memory_order_relaxed);
+}
+
+static void count_out(ps_transport *t, size_t bytes)
+{
+	t->count.msgs_out++;
+	t->count.bytes_out += bytes;
+	atomic_fetch_add_explicit(&total_msgs_out, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&total_bytes_out, bytes,
+				  memory_order_relaxed);
+}
+
+static void count_in(ps_transport *t, size_t bytes)
+{
+	t->count.msgs_in++;
+	t->count.bytes_in += bytes;
+	atomic_fetch_add_explicit(&total_msgs_in, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&total_bytes_in, bytes, memory_order_relaxed);
+}
 
 int ps_peer_equal(const ps_peer *a, const ps_peer *b)
 {
@@ -63,8 +128,12 @@ int ps_transport_listen(ps_transport **out, const char *endpoint,
 	if (rc != PS_OK)
 		return rc;
 	if (strncmp(endpoint, "mpi://", 6) == 0)
-		return ps_transport_mpi_listen(out, endpoint, opts, e);
-	return ps_transport_zmq_listen(out, endpoint, opts, e);
+		rc = ps_transport_mpi_listen(out, endpoint, opts, e);
+	else
+		rc = ps_transport_zmq_listen(out, endpoint, opts, e);
+	if (rc == PS_OK)
+		(*out)->delay = default_delay;
+	return rc;
 }
 
 int ps_transport_connect(ps_transport **out, const char *endpoint,
@@ -79,8 +148,12 @@ int ps_transport_connect(ps_transport **out, const char *endpoint,
 	if (rc != PS_OK)
 		return rc;
 	if (strncmp(endpoint, "mpi://", 6) == 0)
-		return ps_transport_mpi_connect(out, endpoint, opts, e);
-	return ps_transport_zmq_connect(out, endpoint, opts, e);
+		rc = ps_transport_mpi_connect(out, endpoint, opts, e);
+	else
+		rc = ps_transport_zmq_connect(out, endpoint, opts, e);
+	if (rc == PS_OK)
+		(*out)->delay = default_delay;
+	return rc;
 }
 
 const char *ps_transport_endpoint(const ps_transport *t)
@@ -88,15 +161,110 @@ const char *ps_transport_endpoint(const ps_transport *t)
 	return t->ops->endpoint(t);
 }
 
+/* Send the held messages that are due by `now` (all of them with
+ * now = INFINITY), in order. A backend queue that is full (PS_ETIMEDOUT)
+ * stops the flush and keeps the rest for the next call; any other failure
+ * drops that message and counts it, as a link would lose it: its sender
+ * was told PS_OK long ago. */
+static void flush_due(ps_transport *t, double now)
+{
+	struct ps_pending_send *p;
+
+	while ((p = t->pending) != NULL && p->due <= now) {
+		int rc = t->ops->send(t, p->to_peer ? &p->to : NULL, p->data,
+				      p->hlen, p->tlen ? p->data + p->hlen : NULL,
+				      p->tlen);
+		if (rc == PS_ETIMEDOUT)
+			return;
+		if (rc == PS_OK) {
+			count_out(t, p->hlen + p->tlen);
+		} else {
+			t->count.delayed_failed++;
+			atomic_fetch_add_explicit(&total_delayed_failed, 1,
+						  memory_order_relaxed);
+		}
+		t->pending = p->next;
+		if (!t->pending)
+			t->pending_tail = NULL;
+		free(p);
+	}
+}
+
+static int hold(ps_transport *t, const ps_peer *to, const void *head,
+		size_t hlen, const void *tensor, size_t tlen)
+{
+	struct ps_pending_send *p = malloc(sizeof *p + hlen + tlen);
+
+	if (!p)
+		return PS_ENOMEM;
+	p->next = NULL;
+	p->due = ps_now() + t->delay;
+	p->to_peer = to != NULL;
+	if (to)
+		p->to = *to;
+	p->hlen = hlen;
+	p->tlen = tlen;
+	if (hlen)
+		memcpy(p->data, head, hlen);
+	if (tlen)
+		memcpy(p->data + hlen, tensor, tlen);
+	if (t->pending_tail)
+		t->pending_tail->next = p;
+	else
+		t->pending = p;
+	t->pending_tail = p;
+	t->count.delayed++;
+	atomic_fetch_add_explicit(&total_delayed, 1, memory_order_relaxed);
+	return PS_OK;
+}
+
 int ps_transport_send(ps_transport *t, const ps_peer *to, const void *head,
 		      size_t hlen, const void *tensor, size_t tlen)
 {
-	return t->ops->send(t, to, head, hlen, tensor, tlen);
+	int rc;
+
+	if (t->delay > 0) {
+		rc = hold(t, to, head, hlen, tensor, tlen);
+		flush_due(t, ps_now());
+		return rc;
+	}
+	rc = t->ops->send(t, to, head, hlen, tensor, tlen);
+	if (rc == PS_OK)
+		count_out(t, hlen + tlen);
+	return rc;
 }
 
+/* With messages held, the backend is asked to wait only until the next
+ * one is due, so that it leaves on time while the caller waits for
+ * replies; the caller's own timeout is kept overall. */
 int ps_transport_recv(ps_transport *t, ps_frame *out, int timeout_ms)
 {
-	return t->ops->recv(t, out, timeout_ms);
+	double deadline = timeout_ms < 0 ? INFINITY
+					 : ps_now() + timeout_ms / 1000.0;
+	int rc;
+
+	for (;;) {
+		double now = ps_now(), wait;
+		int ms;
+
+		flush_due(t, now);
+		wait = deadline - now;
+		if (t->pending && t->pending->due - now < wait)
+			wait = t->pending->due - now;
+		if (wait < 0)
+			wait = 0;
+		ms = isinf(wait) ? -1
+		     : wait > 1e6 ? 1000000000
+				  : (int)ceil(wait * 1000.0);
+		rc = t->ops->recv(t, out, ms);
+		if (rc == PS_OK)
+			count_in(t, out->head_len + out->tensor_len);
+		if (rc != PS_ETIMEDOUT || ps_now() >= deadline ||
+		    timeout_ms == 0)
+			break;
+	}
+	flush_due(t, ps_now());
+	return rc;
 }
 
 int ps_transport_wait_any(ps_transport *const *ts, size_t n, int timeout_ms)
@@ -115,8 +283,33 @@ int ps_transport_wait_any(ps_transport *const *ts, size_t n, int timeout_ms)
 
 void ps_transport_destroy(ps_transport **tp)
 {
+	ps_transport *t;
+
 	if (!tp || !*tp)
 		return;
-	(*tp)->ops->destroy(*tp);
+	t = *tp;
+	/* Held messages leave at their due time, as they would have. */
+	while (t->pending) {
+		double left = t->pending->due - ps_now();
+		if (left > 0) {
+			struct timespec ts = {
+				.tv_sec = (time_t)left,
+				.tv_nsec = (long)((left - (double)(time_t)left) * 1e9)};
+			nanosleep(&ts, NULL);
+		}
+		flush_due(t, t->pending->due);
+		if (t->pending && t->pending->due <= ps_now()) {
+			/* The backend's queue stays full: give up on the
+			 * rest rather than spin. */
+			struct ps_pending_send *p = t->pending;
+			t->pending = p->next;
+			free(p);
+			t->count.delayed_failed++;
+			atomic_fetch_add_explicit(&total_delayed_failed, 1,
+						  memory_order_relaxed);
+		}
+	}
+	t->pending_tail = NULL;
+	t->ops->destroy(t);
 	*tp = NULL;
 }

@@ -84,7 +84,35 @@ int ps_transport_recv(ps_transport *t, ps_frame *out, int timeout_ms) PS_WUR;
  * a backend that cannot wait on several). */
 int ps_transport_wait_any(ps_transport *const *ts, size_t n, int timeout_ms) PS_WUR;
 
-/* Close and free. Accepts NULL and *tp == NULL; sets *tp to NULL. */
+/* Close and free. Accepts NULL and *tp == NULL; sets *tp to NULL.
+ * Messages still held by a link delay are sent first, each at its due
+ * time. */
 void ps_transport_destroy(ps_transport **tp);
+
+/* What went through a transport, counted by the generic layer for every
+ * backend. Bytes are the envelope plus the tensor frame of each message
+ * (no framing overhead). Plain value record. */
+typedef struct ps_transport_counters {
+	uint64_t msgs_in, msgs_out;
+	uint64_t bytes_in, bytes_out;
+	uint64_t delayed;        /* messages held by the link delay */
+	uint64_t delayed_failed; /* held messages whose late send failed
+				  * (dropped and counted, as a network
+				  * would lose them) */
+} ps_transport_counters;
+
+/* The counters of t, or with t == NULL the sums over every transport the
+ * process has created, destroyed ones included. Any thread. */
+void ps_transport_stats(const ps_transport *t, ps_transport_counters *out);
+
+/* Emulated one-way link delay for every transport created after this
+ * call in this process (0: none, the default). Each outgoing message is
+ * held for `seconds` in a queue of the transport and sent by a later
+ * ps_transport_send() or ps_transport_recv() on it once due: the caller
+ * never blocks for it, and recv shortens its waits so that nothing is
+ * sent late. Order is kept. For link emulation where the kernel has no
+ * netem (docs/EXPERIMENTS.md). Call before creating transports, from one
+ * thread. */
+void ps_transport_set_default_delay(double seconds);
 
 #endif

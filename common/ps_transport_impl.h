@@ -20,8 +20,15 @@ struct ps_transport_ops {
 	int (*wait_any)(ps_transport *const *ts, size_t n, int timeout_ms);
 };
 
+struct ps_pending_send;
+
+/* Backends calloc their transport and set ops; the rest belongs to the
+ * generic layer (ps_transport.c) and starts zeroed. */
 struct ps_transport {
 	const struct ps_transport_ops *ops;
+	ps_transport_counters count;
+	double delay; /* seconds each send is held; 0: none */
+	struct ps_pending_send *pending, *pending_tail; /* FIFO, by due time */
 };
 
 /* ZeroMQ backend (ps_transport_zmq.c). */

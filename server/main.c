@@ -19,6 +19,7 @@
 #include "ps_log.h"
 #include "ps_modelfile.h"
 #include "ps_server.h"
+#include "ps_server_metrics.h"
 #include "ps_transport.h"
 
 static volatile int stop_flag;
@@ -150,6 +151,9 @@ int main(int argc, char **argv)
 	int schedule = 0;
 	int64_t max_message = 1LL << 30;
 	double max_message_mb = 1024;
+	const char *metrics_out = NULL;
+	double metrics_every = 1, link_delay_ms = 0;
+	ps_server_metrics *metrics = NULL;
 	static const char *const levels[] = {"error", "warn", "info", "debug",
 					     NULL};
 	const ps_cli_opt opts[] = {
@@ -265,6 +269,15 @@ int main(int argc, char **argv)
 		 "delay-compensated ASGD: g + LAMBDA*g*g*(w_now - w_pulled); 0: off "
 		 "(keeps one copy of the weights per trainer)",
 		 0, 1e6, NULL},
+		{"metrics-out", PS_CLI_STRING, &metrics_out, "PATH",
+		 "write one JSON line of measurements here every --metrics-every "
+		 "seconds (and a last one at the end)", 0, -1, NULL},
+		{"metrics-every", PS_CLI_DOUBLE, &metrics_every, "SECONDS",
+		 "seconds between metrics lines (default 1)", 0.01, 1e6, NULL},
+		{"link-delay-ms", PS_CLI_DOUBLE, &link_delay_ms, "MS",
+		 "emulated link: hold every outgoing message this long before "
+		 "sending it, without blocking the loop (default 0: off)", 0,
+		 10000, NULL},
 		{"check", PS_CLI_FLAG, &check, NULL,
 		 "check the options, then exit without listening", 0, -1,
 		 NULL},
@@ -427,6 +440,7 @@ int main(int argc, char **argv)
 		workers = 1;
 	cfg.num_workers = (uint32_t)workers;
 
+	ps_transport_set_default_delay(link_delay_ms / 1000.0);
 	rc = ps_transport_listen(&t, listen, &topts, &e);
 	if (rc == PS_OK)
 		rc = advertised_endpoint(ps_transport_endpoint(t), advertise,
@@ -444,6 +458,16 @@ int main(int argc, char **argv)
 	if (rc != PS_OK) {
 		fprintf(stderr, "ps-server: %s\n", e.msg);
 		goto out;
+	}
+	if (metrics_out) {
+		rc = ps_server_metrics_open(&metrics, metrics_out,
+					    metrics_every, &e);
+		if (rc != PS_OK) {
+			fprintf(stderr, "ps-server: %s\n", e.msg);
+			goto out;
+		}
+		cfg.tick = ps_server_metrics_tick;
+		cfg.tick_arg = metrics;
 	}
 	rc = ps_server_new(&s, &cfg, t, &e);
 	if (rc != PS_OK) {
@@ -505,6 +529,8 @@ int main(int argc, char **argv)
 		ps_log_error("%s", e.msg);
 		status = rc == PS_EINTR ? 0 : 1;
 	}
+	if (metrics && ps_server_metrics_final(metrics, s) != PS_OK)
+		ps_log_error("cannot write %s", metrics_out);
 	if (checkpoint_dir) {
 		/* The last state, also after a signal: resume from here. */
 		ps_server_stats st;
@@ -566,6 +592,7 @@ int main(int argc, char **argv)
 			    (unsigned long long)st.rejects_total);
 	}
 out:
+	ps_server_metrics_close(&metrics);
 	ps_server_destroy(&s);
 	ps_transport_destroy(&t);
 	/* On failure under mpirun, skip MPI_Finalize: mpirun then ends the

@@ -1284,6 +1284,8 @@ int ps_server_run(ps_server *s, volatile int *stop, ps_err *e)
 					  ps_strerror(rc));
 		}
 		ps_server_check_liveness(s, now);
+		if (s->cfg.tick)
+			s->cfg.tick(s->cfg.tick_arg, s, now);
 		if (checkpoint_due(s, now)) {
 			ps_err ce = {0};
 			/* A failed checkpoint is not the end of training:

@@ -33,6 +33,8 @@ enum ps_consistency {
 int ps_consistency_parse(const char *text, enum ps_consistency *mode,
 			 uint32_t *bound, ps_err *e) PS_WUR;
 
+struct ps_server;
+
 typedef struct ps_server_config {
 	uint32_t num_workers;   /* training workers expected, >= 1 */
 	ps_optim_config optim;
@@ -73,6 +75,10 @@ typedef struct ps_server_config {
 	/* This server is shard `shard` of `num_shards` (0 means 1): it owns
 	 * the key range ps_shard_range() gives it (common/ps_shard.h). */
 	uint32_t shard, num_shards;
+	/* Called from ps_server_run() after every loop turn (at least every
+	 * 200 ms) with ps_now(); e.g. ps_server_metrics_tick(). NULL: none. */
+	void (*tick)(void *arg, const struct ps_server *s, double now);
+	void *tick_arg;
 } ps_server_config;
 
 /* Counters of everything the server refused; each is also logged. */

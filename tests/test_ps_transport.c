@@ -650,6 +650,191 @@ static void test_transport_default_opts_and_absent_server(void **state)
 	assert_null(lonely);
 }
 
+/* --- counters and the emulated link delay --------------------------------- */
+
+static void test_transport_counts_bytes_and_messages(void **state)
+{
+	(void)state;
+	ps_transport *srv = listen_ok("tcp://127.0.0.1:*", &quick);
+	ps_transport *cli = connect_ok(ps_transport_endpoint(srv), &quick);
+	ps_transport_counters before, c, all;
+	uint8_t head[10] = {1}, tensor[100] = {2};
+	ps_frame f;
+
+	ps_transport_stats(NULL, &before);
+	assert_int_equal(ps_transport_send(cli, NULL, head, sizeof head,
+					   tensor, sizeof tensor),
+			 PS_OK);
+	recv_ok(srv, &f);
+	assert_int_equal(ps_transport_send(srv, &f.from, head, 3, NULL, 0),
+			 PS_OK);
+	recv_ok(cli, &f);
+
+	ps_transport_stats(cli, &c);
+	assert_int_equal(c.msgs_out, 1);
+	assert_int_equal(c.bytes_out, 110);
+	assert_int_equal(c.msgs_in, 1);
+	assert_int_equal(c.bytes_in, 3);
+	assert_int_equal(c.delayed, 0);
+	ps_transport_stats(srv, &c);
+	assert_int_equal(c.bytes_in, 110);
+	assert_int_equal(c.bytes_out, 3);
+	/* The process totals cover both transports. */
+	ps_transport_stats(NULL, &all);
+	assert_int_equal(all.bytes_out - before.bytes_out, 113);
+	assert_int_equal(all.bytes_in - before.bytes_in, 113);
+	assert_int_equal(all.msgs_out - before.msgs_out, 2);
+
+	ps_transport_destroy(&cli);
+	ps_transport_destroy(&srv);
+}
+
+/* A held message is not on the wire until it is due and a call on its
+ * transport flushes it; the send itself returns at once. */
+static void test_transport_link_delay_holds_sends(void **state)
+{
+	(void)state;
+	ps_transport *srv = listen_ok("tcp://127.0.0.1:*", &quick);
+	ps_transport *cli;
+	ps_transport_counters c;
+	uint8_t head[5] = {9, 8, 7, 6, 5};
+	ps_frame f;
+	double t0;
+
+	ps_transport_set_default_delay(0.1);
+	cli = connect_ok(ps_transport_endpoint(srv), &quick);
+	ps_transport_set_default_delay(0);
+
+	t0 = now_ms();
+	assert_int_equal(ps_transport_send(cli, NULL, head, sizeof head, NULL,
+					   0),
+			 PS_OK);
+	assert_true(now_ms() - t0 < 50);
+	ps_transport_stats(cli, &c);
+	assert_int_equal(c.delayed, 1);
+	assert_int_equal(c.msgs_out, 0);
+	/* Nothing calls the client meanwhile: the message stays held. */
+	assert_int_equal(ps_transport_recv(srv, &f, 150), PS_ETIMEDOUT);
+	ps_transport_stats(cli, &c);
+	assert_int_equal(c.msgs_out, 0);
+
+	/* A wait on the client sends it when due and keeps its own timeout
+	 * (the message is overdue: it leaves at once). */
+	t0 = now_ms();
+	assert_int_equal(ps_transport_recv(cli, &f, 60), PS_ETIMEDOUT);
+	assert_true(now_ms() - t0 >= 55);
+	ps_transport_stats(cli, &c);
+	assert_int_equal(c.msgs_out, 1);
+	assert_int_equal(c.bytes_out, sizeof head);
+	recv_ok(srv, &f);
+	assert_int_equal(f.head_len, sizeof head);
+	assert_memory_equal(f.head, head, sizeof head);
+
+	ps_transport_destroy(&cli);
+	ps_transport_destroy(&srv);
+}
+
+/* A wait on the holding side sends the held message while it waits: the
+ * listening side's reply (to a peer) is on the wire when the wait ends,
+ * although nothing arrived to wake it. */
+static void test_transport_link_delay_recv_wakes_to_send(void **state)
+{
+	(void)state;
+	ps_transport *srv;
+	ps_transport *cli = NULL;
+	uint8_t head[3] = {1, 2, 3};
+	ps_frame f;
+	double t0;
+
+	ps_transport_set_default_delay(0.05);
+	srv = listen_ok("tcp://127.0.0.1:*", &quick);
+	ps_transport_set_default_delay(0);
+	cli = connect_ok(ps_transport_endpoint(srv), &quick);
+
+	/* The server sends first, so it needs the client's peer id. */
+	assert_int_equal(ps_transport_send(cli, NULL, head, 1, NULL, 0), PS_OK);
+	recv_ok(srv, &f);
+	ps_peer peer = f.from;
+	t0 = now_ms();
+	assert_int_equal(ps_transport_send(srv, &peer, head, sizeof head, NULL,
+					   0),
+			 PS_OK);
+	/* The server's wait of 300 ms sends the held reply at 50 ms. */
+	assert_int_equal(ps_transport_recv(srv, &f, 300), PS_ETIMEDOUT);
+	assert_true(now_ms() - t0 >= 290);
+	recv_ok(cli, &f);
+	assert_int_equal(f.head_len, sizeof head);
+	{
+		ps_transport_counters c;
+		ps_transport_stats(srv, &c);
+		assert_int_equal(c.delayed, 1);
+		assert_int_equal(c.msgs_out, 1);
+		assert_int_equal(c.delayed_failed, 0);
+	}
+	ps_transport_destroy(&cli);
+	ps_transport_destroy(&srv);
+}
+
+/* Held messages leave in the order they were sent, with their tensors. */
+static void test_transport_link_delay_keeps_order(void **state)
+{
+	(void)state;
+	ps_transport *srv = listen_ok("tcp://127.0.0.1:*", &quick);
+	ps_transport *cli;
+	uint8_t tensor[256];
+	ps_frame f;
+
+	ps_transport_set_default_delay(0.02);
+	cli = connect_ok(ps_transport_endpoint(srv), &quick);
+	ps_transport_set_default_delay(0);
+	for (unsigned i = 0; i < 20; i++) {
+		uint8_t head = (uint8_t)i;
+		fill_pattern(tensor, sizeof tensor, i);
+		assert_int_equal(ps_transport_send(cli, NULL, &head, 1, tensor,
+						   i % 2 ? sizeof tensor : 0),
+				 PS_OK);
+	}
+	assert_int_equal(ps_transport_recv(cli, &f, 100), PS_ETIMEDOUT);
+	for (unsigned i = 0; i < 20; i++) {
+		recv_ok(srv, &f);
+		assert_int_equal(f.head_len, 1);
+		assert_int_equal(f.head[0], i);
+		assert_int_equal(f.tensor_len, i % 2 ? sizeof tensor : 0);
+		if (i % 2) {
+			fill_pattern(tensor, sizeof tensor, i);
+			assert_memory_equal(f.tensor, tensor, sizeof tensor);
+		}
+	}
+	ps_transport_destroy(&cli);
+	ps_transport_destroy(&srv);
+}
+
+/* Destroy sends what is still held (at its due time) before closing. */
+static void test_transport_link_delay_destroy_sends_held(void **state)
+{
+	(void)state;
+	static const ps_transport_opts lingering = {0, 2000};
+	ps_transport *srv = listen_ok("tcp://127.0.0.1:*", &quick);
+	ps_transport *cli;
+	uint8_t head[4] = {4, 3, 2, 1};
+	ps_frame f;
+	double t0;
+
+	ps_transport_set_default_delay(0.05);
+	cli = connect_ok(ps_transport_endpoint(srv), &lingering);
+	ps_transport_set_default_delay(0);
+	assert_int_equal(ps_transport_send(cli, NULL, head, sizeof head, NULL,
+					   0),
+			 PS_OK);
+	t0 = now_ms();
+	ps_transport_destroy(&cli);
+	assert_true(now_ms() - t0 >= 40);
+	assert_null(cli);
+	recv_ok(srv, &f);
+	assert_memory_equal(f.head, head, sizeof head);
+	ps_transport_destroy(&srv);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -671,6 +856,11 @@ int main(void)
 		cmocka_unit_test(test_transport_send_queue_full),
 		cmocka_unit_test(test_transport_destroy_accepts_null),
 		cmocka_unit_test(test_transport_default_opts_and_absent_server),
+		cmocka_unit_test(test_transport_counts_bytes_and_messages),
+		cmocka_unit_test(test_transport_link_delay_holds_sends),
+		cmocka_unit_test(test_transport_link_delay_recv_wakes_to_send),
+		cmocka_unit_test(test_transport_link_delay_keeps_order),
+		cmocka_unit_test(test_transport_link_delay_destroy_sends_held),
 	};
 	/* Watchdog: a hang anywhere ends the run with SIGALRM. */
 	alarm(120);

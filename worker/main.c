@@ -12,6 +12,7 @@
 #include "ps_cluster.h"
 #include "ps_mpi.h"
 #include "ps_log.h"
+#include "ps_transport.h"
 #include "ps_worker.h"
 
 static volatile int stop_flag;
@@ -33,6 +34,7 @@ int main(int argc, char **argv)
 	const char *endpoint = "tcp://127.0.0.1:5555";
 	const char *data = NULL, *result_out = NULL, *metrics_out = NULL;
 	const char *model_out = NULL;
+	double metrics_every = 1, link_delay_ms = 0;
 	const char *hidden = "256";
 	int activation = 0;
 	int role = 0, model = 0, level = 2, rank = 0, workers = 1;
@@ -113,12 +115,19 @@ int main(int argc, char **argv)
 		 "evaluator: write the final test loss and accuracy here (JSON)",
 		 0, -1, NULL},
 		{"metrics-out", PS_CLI_STRING, &metrics_out, "PATH",
-		 "evaluator: append one JSON line per evaluation here", 0, -1,
+		 "write one JSON line of measurements here: evaluator per "
+		 "evaluation, trainer every --metrics-every seconds", 0, -1,
 		 NULL},
 		{"model-out", PS_CLI_STRING, &model_out, "PATH",
 		 "evaluator: write the final weights here, the whole model assembled "
 		 "from every shard (a model file, as ps-server --model-out)", 0, -1,
 		 NULL},
+		{"metrics-every", PS_CLI_DOUBLE, &metrics_every, "SECONDS",
+		 "trainer: seconds between metrics lines (default 1)", 0.01, 1e6,
+		 NULL},
+		{"link-delay-ms", PS_CLI_DOUBLE, &link_delay_ms, "MS",
+		 "emulated link: hold every outgoing message this long before "
+		 "sending it (default 0: off)", 0, 10000, NULL},
 		{"fetch-every", PS_CLI_INT, &fetch_every, "N",
 		 "pull the weights every N steps (Downpour n_fetch)", 1, 1000000,
 		 NULL},
@@ -237,6 +246,8 @@ int main(int argc, char **argv)
 	cfg.result_out = result_out;
 	cfg.metrics_out = metrics_out;
 	cfg.model_out = model_out;
+	cfg.metrics_every = metrics_every;
+	ps_transport_set_default_delay(link_delay_ms / 1000.0);
 	cfg.stop = &stop_flag;
 
 	if (check)

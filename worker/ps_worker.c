@@ -21,6 +21,8 @@
 #include "ps_model.h"
 #include "ps_modelfile.h"
 #include "ps_plan.h"
+#include "ps_transport.h"
+#include "ps_worker_metrics.h"
 
 int ps_worker_model_spec(const ps_worker_config *cfg, const ps_dataset *d,
 			 ps_model_spec *spec, ps_err *e)
@@ -175,6 +177,8 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 	float *acc = NULL;
 	uint32_t acc_batch = 0, acc_steps = 0;
 	double acc_loss = 0;
+	ps_worker_metrics *wm = NULL;
+	uint32_t epoch = 0;
 	int rc;
 
 	rc = setup(cfg, PS_ROLE_WORKER, &all, &model, &client, &welcome, e);
@@ -190,6 +194,13 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 	rc = ps_plan_new(&plan, &pc, e);
 	if (rc != PS_OK)
 		goto out;
+	if (cfg->metrics_out) {
+		rc = ps_worker_metrics_open(&wm, cfg->metrics_out,
+					    cfg->metrics_every, cfg->rank,
+					    cfg->epochs, ps_plan_steps(plan), e);
+		if (rc != PS_OK)
+			goto out;
+	}
 	ps_plan_shard(plan, &begin, &end);
 	dim = all->dim;
 	if (begin == end) {
@@ -312,6 +323,9 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 			loss_sum += loss;
 			loss_n++;
 		}
+		epoch = batch.epoch;
+		ps_worker_metrics_loss(wm, loss);
+		ps_worker_metrics_tick(wm, client, epoch, steps, samples, 0);
 		if (ps_now() - last_report >= cfg->progress_every) {
 			double now = ps_now();
 			ps_log_info("epoch %u/%u  step %" PRIu64
@@ -342,6 +356,7 @@ stopped:
 		ps_log_info("the server stopped training early after %" PRIu64
 			    " of my steps", steps);
 	rc = ps_client_bye(client, samples, steps, e);
+	ps_worker_metrics_tick(wm, client, epoch, steps, samples, 1);
 	if (rc == PS_OK) {
 		ps_client_stats st;
 		double secs = ps_now() - t0;
@@ -370,6 +385,7 @@ stopped:
 				    clipped_norm, steps, clipped_value);
 	}
 out:
+	ps_worker_metrics_close(&wm);
 	free(w_next);
 	free(acc);
 	free(w);
@@ -529,6 +545,7 @@ int ps_worker_evaluate(const ps_worker_config *cfg, ps_err *e)
 	while (!done) {
 		ps_model_eval ev, vev = {0};
 		ps_client_stats st;
+		ps_transport_counters tc;
 		uint64_t version;
 		double now, rate;
 		double next = ps_now() + cfg->progress_every;
@@ -567,13 +584,21 @@ int ps_worker_evaluate(const ps_worker_config *cfg, ps_err *e)
 				       : "  (final: stopped early)");
 		fflush(stdout);
 		if (metrics) {
+			struct timespec wall;
+			timespec_get(&wall, TIME_UTC);
 			fprintf(metrics,
-				"{\"time\": %.3f, \"train_seconds\": %.3f, \"updates\": %" PRIu64 ", ",
-				now, st.train_seconds, version);
+				"{\"time\": %.3f, \"unix_time\": %.3f, \"train_seconds\": %.3f, \"updates\": %" PRIu64 ", ",
+				now,
+				(double)wall.tv_sec + (double)wall.tv_nsec / 1e9,
+				st.train_seconds, version);
 			if (val.rows && !done)
 				json_number(metrics, "val_loss", vev.loss, ", ");
 			json_number(metrics, "test_loss", ev.loss, ", ");
-			json_number(metrics, "test_accuracy", ev.accuracy, "}\n");
+			json_number(metrics, "test_accuracy", ev.accuracy, ", ");
+			ps_transport_stats(NULL, &tc);
+			fprintf(metrics, "\"bytes_in\": %" PRIu64
+					 ", \"bytes_out\": %" PRIu64 "}\n",
+				tc.bytes_in, tc.bytes_out);
 			fflush(metrics);
 		}
 		if (done && cfg->result_out) {

@@ -44,7 +44,9 @@ typedef struct ps_worker_config {
 				 * evaluations without a better validation
 				 * loss; 0: never */
 	const char *result_out; /* evaluator: final figures, JSON */
-	const char *metrics_out;/* evaluator: one JSON line per evaluation */
+	const char *metrics_out;/* evaluator: one JSON line per evaluation;
+				 * trainer: one every metrics_every seconds */
+	double metrics_every;   /* trainer: seconds between metrics lines */
 	const char *model_out;  /* evaluator: the final weights, whole model */
 	uint64_t crash_after;   /* testing aid: exit(3) after this many steps
 				 * without a bye; 0: never */
