@@ -75,6 +75,9 @@ def test_async_two_shards_reach_the_short_run_target(tmp):
     made = sum(steps(60000, 2, r, 64, 3) for r in range(2))
     for sh in s["shards"]:
         assert sh["updates"] == made, (sh, made)
+        # Per-shard figures: traffic and apply time, each its own.
+        assert sh["bytes_in"] > 4 * 3925 * made and sh["bytes_out"] > 0, sh
+        assert sh["apply_seconds"] > 0, sh
     assert [sh["range"] for sh in s["shards"]] == [[0, 3925], [3925, 7850]], s["shards"]
     m = pslib.read_model(os.path.join(run, "model.bin"))
     assert m["name"] == "softmax" and m["num_params"] == 7850, m
