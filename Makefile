@@ -81,7 +81,8 @@ BINS := $(BUILD)/bin/ps-server $(BUILD)/bin/ps-worker $(BUILD)/bin/ps-eval
 # Programs the integration tests drive (a hostile client; the synchronous
 # SGD oracle the consistency tests compare the cluster with; the transport
 # benchmark, run briefly so that it keeps working).
-TOOLS := $(BUILD)/bin/ps-badpeer $(BUILD)/bin/ps-sgd-oracle $(BUILD)/bin/ps-bench-transport
+TOOLS := $(BUILD)/bin/ps-badpeer $(BUILD)/bin/ps-sgd-oracle $(BUILD)/bin/ps-bench-transport \
+	$(BUILD)/bin/ps-bench-shards
 TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
 .PHONY: all deps check-deps run test check unit integration sanitize clean format
@@ -143,6 +144,8 @@ $(BUILD)/bin/ps-sgd-oracle: $(BUILD)/obj/tests/tools/ps-sgd-oracle.o $(BUILD)/li
 	$(BUILD)/lib/libpsserver.a $(BUILD)/lib/libpscommon.a
 $(BUILD)/bin/ps-bench-transport: $(BUILD)/obj/tests/bench/ps-bench-transport.o \
 	$(BUILD)/lib/libpsworker.a $(BUILD)/lib/libpsserver.a $(BUILD)/lib/libpscommon.a
+$(BUILD)/bin/ps-bench-shards: $(BUILD)/obj/tests/bench/ps-bench-shards.o \
+	$(BUILD)/lib/libpsworker.a $(BUILD)/lib/libpscommon.a
 $(BINS) $(TOOLS):
 	$(call msg,LINK,$@)
 	@mkdir -p $(@D)
@@ -188,6 +191,7 @@ bench:
 	$(MAKE) --no-print-directory all
 	scripts/bench/mlp_time_to_acc.py --build $(BUILD) $(ARGS)
 	$(MAKE) --no-print-directory bench-transport
+	$(MAKE) --no-print-directory bench-shards
 
 # `make bench-transport`: push and pull round trips through pserver's stack
 # over ZeroMQ tcp, ZeroMQ ipc and MPI beside raw ZeroMQ and MPI ping-pongs,
@@ -200,6 +204,13 @@ bench-transport: $(BUILD)/bin/ps-bench-transport
 	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
 	OMPI_MCA_btl=$${OMPI_MCA_btl:-self,vader} \
 	timeout 900 mpirun -np 2 $< --out $$d $(TRANSPORT_ARGS) </dev/null
+
+# `make bench-shards`: updates per second that 1 and 2 server shards apply
+# to a 10M-weight model, and each shard's apply time (docs/EXPERIMENTS.md).
+.PHONY: bench-shards
+bench-shards: $(BUILD)/bin/ps-bench-shards $(BUILD)/bin/ps-server
+	@d=runs/bench-shards-$$(date +%Y%m%d-%H%M%S) && mkdir -p $$d && \
+	timeout 900 $< --server $(BUILD)/bin/ps-server --out $$d $(SHARDS_ARGS)
 
 clean:
 	rm -rf build build-san

@@ -201,3 +201,22 @@ def test_killed_shard_is_reported_as_partial_updates(tmp):
     if s["partial_updates"]:
         assert "the shards disagree: %d update(s)" % s["partial_updates"] in out, out
     no_stragglers()
+
+
+@timeout(60)
+def test_shard_benchmark_runs(tmp):
+    """make bench-shards in its shortest form: a row per shard count, with
+    every shard's apply time."""
+    bench = os.path.join(pslib.BIN, "ps-bench-shards")
+    pslib.need(bench, pslib.SERVER)
+    p = subprocess.run([bench, "--params", "100000", "--shards", "1,2,3", "--seconds", "0.3",
+                        "--reps", "1", "--server", pslib.SERVER, "--out", tmp],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=50)
+    out = p.stdout.decode("utf-8", "replace")
+    assert p.returncode == 0, (p.returncode, out, p.stderr.decode("utf-8", "replace"))
+    rows = [l.split() for l in out.splitlines()[1:]]
+    assert [r[0] for r in rows] == ["1", "2", "3"], out
+    for r in rows:
+        assert len(r) == 3 + int(r[0]) and float(r[2]) > 0, out
+    with open(os.path.join(tmp, "shards.csv")) as f:
+        assert len(f.read().splitlines()) == 4
