@@ -7,8 +7,21 @@
 #include "ps_transport.h"
 
 #include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "ps_transport_impl.h"
+
+void ps_transport_setup_process(void)
+{
+#ifdef __GLIBC__
+	/* 32 MB is the largest mmap threshold glibc accepts on 64-bit;
+	 * setting it also stops glibc from moving it by itself. */
+	mallopt(M_MMAP_THRESHOLD, 32 << 20);
+	mallopt(M_TRIM_THRESHOLD, 256 << 20);
+#endif
+}
 
 int ps_peer_equal(const ps_peer *a, const ps_peer *b)
 {

@@ -12,6 +12,7 @@
 #include "ps_cluster.h"
 #include "ps_mpi.h"
 #include "ps_log.h"
+#include "ps_transport.h"
 #include "ps_worker.h"
 
 static volatile int stop_flag;
@@ -197,6 +198,7 @@ int main(int argc, char **argv)
 		snprintf(tag, sizeof tag, "eval");
 	ps_log_setup(tag, (enum ps_log_level)level);
 	openblas_set_num_threads(1);
+	ps_transport_setup_process();
 
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = on_signal;

@@ -952,9 +952,11 @@ int main(int argc, char **argv)
 	}
 	ps_log_setup(b.rank == 0 ? "bench server" : "bench client",
 		     PS_LOG_WARN);
-	/* As ps-server: one BLAS thread, or SGD's saxpy would take the core
-	 * the transport needs. */
+	/* As ps-server and ps-worker: one BLAS thread, or SGD's saxpy would
+	 * take the core the transport needs, and the allocator settings for
+	 * large messages, which the raw baselines get too. */
 	openblas_set_num_threads(1);
+	ps_transport_setup_process();
 	b.load[0] = load_average();
 
 	/* Rounds of every case in turn, one repetition each (raw then ours
