@@ -201,12 +201,16 @@ bench-mlp:
 # against the memory bandwidth; 2 ranks under mpirun (docs/EXPERIMENTS.md,
 # "Micro-benchmarks"). Table and CSV also land in runs/bench-micro-TIME/.
 # MICRO_ARGS="--reps 9 --min-time 0.5". Open MPI as root (CI) and shared
-# memory only, as scripts/ps-launch does.
+# memory only, as scripts/ps-launch does. --bind-to none: the threads of
+# both ranks float over the cores as those of ps-server and ps-worker do;
+# mpirun would otherwise pin each rank to one core, where its ZeroMQ I/O
+# thread competes with its main thread.
 bench-micro: $(BUILD)/bin/ps-bench-micro
 	@d=runs/bench-micro-$$(date +%Y%m%d-%H%M%S) && mkdir -p $$d && \
 	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
 	OMPI_MCA_btl=$${OMPI_MCA_btl:-self,vader} \
-	timeout 900 mpirun -np 2 $< --out $$d $(MICRO_ARGS) </dev/null
+	timeout 900 mpirun --bind-to none -np 2 $< --out $$d $(MICRO_ARGS) \
+	</dev/null
 
 clean:
 	rm -rf build build-san
