@@ -170,16 +170,29 @@ static void take_median(result *r, int reps)
 	r->med = median(r->rate, reps);
 }
 
-/* The median over rounds of ours / (raw * scale), each pair measured in
- * the same round: steadier than the ratio of the two medians when the
- * machine's load changes during the run. */
-static double paired_ratio(const result *ours, const result *raw,
+/* A ratio over rounds: its median, least and greatest. */
+typedef struct spread {
+	double med, lo, hi;
+} spread;
+
+/* ours / (raw * scale) in each round, each pair measured in the same
+ * round: its median is steadier than the ratio of the two medians when
+ * the machine's load changes during the run. */
+static spread paired_ratio(const result *ours, const result *raw,
 			   double scale, int reps)
 {
-	double q[MAX_REPS];
+	double q[MAX_REPS] = {0};
+	spread sp;
+
 	for (int r = 0; r < reps; r++)
 		q[r] = ours->rate[r] / (raw->rate[r] * scale);
-	return median(q, reps);
+	sp.med = median(q, reps);
+	sp.lo = sp.hi = q[0];
+	for (int r = 1; r < reps; r++) {
+		sp.lo = q[r] < sp.lo ? q[r] : sp.lo;
+		sp.hi = q[r] > sp.hi ? q[r] : sp.hi;
+	}
+	return sp;
 }
 
 /* Every (op, size) of one transport case, on the measuring rank. */
@@ -728,7 +741,7 @@ typedef struct row {
 	double bytes;	/* counted per operation, for MB/s */
 	double ours;	/* operations per second; 0: not measured */
 	double raw;	/* the ceiling, in operations per second */
-	double ratio;	/* ours / raw, paired_ratio(); 0: not measured */
+	spread ratio;	/* ours / raw, paired_ratio(); 0: not measured */
 	double target;	/* least ratio asked for; 0: none */
 } row;
 
@@ -793,7 +806,7 @@ static int collect_rows(const bench *b, row *rows)
 				  mem_bytes[k] * floats,
 				  0.0,
 				  b->mem[k].med,
-				  0.0,
+				  {0.0, 0.0, 0.0},
 				  0.0};
 	return n;
 }
@@ -851,18 +864,18 @@ static void report(const bench *b, FILE *table, FILE *csv)
 	if (csv)
 		fprintf(csv, "what,path,bytes,pserver_per_s,pserver_us,"
 			     "pserver_mb_per_s,raw_per_s,raw_us,raw_mb_per_s,"
-			     "ratio,target,target_met\n");
+			     "ratio,ratio_min,ratio_max,target,target_met\n");
 	for (int i = 0; i < n; i++) {
 		const row *r = &rows[i];
 		char sz[32], o[3][24], w[3][24];
 		char ratio[16] = "-", target[24] = "";
-		int met = r->ours > 0 && r->ratio >= r->target;
+		int met = r->ours > 0 && r->ratio.med >= r->target;
 
 		human_size(sz, sizeof sz, r->size);
 		cells(o, r->ours, r->bytes);
 		cells(w, r->raw, r->bytes);
 		if (r->ours > 0)
-			snprintf(ratio, sizeof ratio, "%.2f", r->ratio);
+			snprintf(ratio, sizeof ratio, "%.2f", r->ratio.med);
 		if (r->target > 0)
 			snprintf(target, sizeof target, ">=%.2f %s",
 				 r->target, met ? "met" : "MISSED");
@@ -881,7 +894,10 @@ static void report(const bench *b, FILE *table, FILE *csv)
 			fprintf(csv, "%.6g,%.6g,%.6g,", r->raw, 1e6 / r->raw,
 				r->raw * r->bytes / 1e6);
 			if (r->ours > 0)
-				fprintf(csv, "%.4f", r->ratio);
+				fprintf(csv, "%.4f,%.4f,%.4f", r->ratio.med,
+					r->ratio.lo, r->ratio.hi);
+			else
+				fprintf(csv, ",,");
 			fprintf(csv, ",%.4f,%s\n", r->target,
 				r->target > 0 ? (met ? "yes" : "no") : "");
 		}

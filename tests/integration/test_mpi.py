@@ -307,7 +307,8 @@ def test_micro_bench_runs(tmp):
     for r in rows:
         cols = ["raw_per_s", "raw_us", "raw_mb_per_s"]
         if r["path"] != "memory":
-            cols += ["pserver_per_s", "pserver_us", "pserver_mb_per_s", "ratio"]
+            cols += ["pserver_per_s", "pserver_us", "pserver_mb_per_s", "ratio",
+                     "ratio_min", "ratio_max"]
         assert all(float(r[c]) > 0 for c in cols), r
         assert r["target_met"] in ("", "yes", "no"), r
     # The three targets are judged: small pulls, 4 MB pushes, cold SGD.
