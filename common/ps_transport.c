@@ -16,8 +16,9 @@
 void ps_transport_setup_process(void)
 {
 #ifdef __GLIBC__
-	/* 32 MB is the largest mmap threshold glibc accepts on 64-bit;
-	 * setting it also stops glibc from moving it by itself. */
+	/* 32 MB is as far as glibc would raise the mmap threshold by itself
+	 * (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit, mallopt(3)); setting it
+	 * also stops glibc from moving it. */
 	mallopt(M_MMAP_THRESHOLD, 32 << 20);
 	mallopt(M_TRIM_THRESHOLD, 256 << 20);
 #endif

@@ -52,7 +52,7 @@ typedef struct ps_transport ps_transport;
  * allocates every message with malloc, and the MPI backend every send;
  * glibc maps a buffer of 128 KB or more afresh and unmaps it when freed,
  * or trims the heap under it, so that every large message page-faults in
- * again (with four 4 MB pushes in flight that made them 3-4x slower).
+ * again (streams of 4 MB pushes, four in flight, ran 4-19x slower).
  * This keeps buffers of up to 32 MB on the heap and up to 256 MB of freed
  * heap for reuse. Does nothing where malloc is not glibc's. */
 void ps_transport_setup_process(void);
