@@ -181,9 +181,12 @@ unit: all $(TESTS)
 integration: all $(TOOLS)
 	scripts/run-tests --build $(BUILD) --integration-only
 
-# `make bench`: the MLP against PyTorch, then the micro-benchmarks.
+# `make bench`: the MLP against PyTorch, then the micro-benchmarks, one
+# after the other even under -j (each would disturb the other's timing).
 .PHONY: bench bench-mlp bench-micro
-bench: bench-mlp bench-micro
+bench:
+	$(MAKE) --no-print-directory bench-mlp
+	$(MAKE) --no-print-directory bench-micro
 
 # `make bench-mlp`: time to 0.88 test accuracy, MLP 784-256-10, 1 and 2
 # workers, against PyTorch (docs/EXPERIMENTS.md); e.g. ARGS="--repeat 5
