@@ -4,6 +4,8 @@
 #   make test       install missing packages, build, run every test
 #   make check      build and run every test (no package installation)
 #   make SANITIZE=address,undefined check   sanitizer build in build-san/
+#   make bench      the MLP against PyTorch (bench-mlp), then the
+#                   micro-benchmarks (bench-micro); docs/EXPERIMENTS.md
 #   make V=1        show full commands
 # The project's flags live apart from CFLAGS/LDFLAGS, so `make CFLAGS=-g`
 # adds to them instead of replacing them.
@@ -79,9 +81,10 @@ TEST_SUPPORT_OBJ := $(call obj,$(TEST_SUPPORT_SRC))
 LIBS_A := $(BUILD)/lib/libpsserver.a $(BUILD)/lib/libpsworker.a $(BUILD)/lib/libpscommon.a
 BINS := $(BUILD)/bin/ps-server $(BUILD)/bin/ps-worker $(BUILD)/bin/ps-eval
 # Programs the integration tests drive (a hostile client; the synchronous
-# SGD oracle the consistency tests compare the cluster with; the transport
-# benchmark, run briefly so that it keeps working).
-TOOLS := $(BUILD)/bin/ps-badpeer $(BUILD)/bin/ps-sgd-oracle $(BUILD)/bin/ps-bench-transport \
+# SGD oracle the consistency tests compare the cluster with; the
+# micro-benchmarks and the shard benchmark, run briefly so that they keep
+# working).
+TOOLS := $(BUILD)/bin/ps-badpeer $(BUILD)/bin/ps-sgd-oracle $(BUILD)/bin/ps-bench-micro \
 	$(BUILD)/bin/ps-bench-shards
 TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
@@ -142,7 +145,7 @@ $(BUILD)/bin/ps-eval: $(BUILD)/obj/worker/eval_main.o $(BUILD)/lib/libpscommon.a
 $(BUILD)/bin/ps-badpeer: $(BUILD)/obj/tests/tools/ps-badpeer.o $(BUILD)/lib/libpscommon.a
 $(BUILD)/bin/ps-sgd-oracle: $(BUILD)/obj/tests/tools/ps-sgd-oracle.o $(BUILD)/lib/libpsworker.a \
 	$(BUILD)/lib/libpsserver.a $(BUILD)/lib/libpscommon.a
-$(BUILD)/bin/ps-bench-transport: $(BUILD)/obj/tests/bench/ps-bench-transport.o \
+$(BUILD)/bin/ps-bench-micro: $(BUILD)/obj/tests/bench/ps-bench-micro.o \
 	$(BUILD)/lib/libpsworker.a $(BUILD)/lib/libpsserver.a $(BUILD)/lib/libpscommon.a
 $(BUILD)/bin/ps-bench-shards: $(BUILD)/obj/tests/bench/ps-bench-shards.o \
 	$(BUILD)/lib/libpsworker.a $(BUILD)/lib/libpscommon.a
@@ -182,28 +185,41 @@ unit: all $(TESTS)
 integration: all $(TOOLS)
 	scripts/run-tests --build $(BUILD) --integration-only
 
-# `make bench`: time to 0.88 test accuracy, MLP 784-256-10, 1 and 2 workers,
-# against PyTorch (docs/EXPERIMENTS.md); e.g. ARGS="--repeat 5 --skip-torch".
-# Without PyTorch (install-deps failed: not root) it runs the pserver side only.
-.PHONY: bench
+# `make bench`: the MLP against PyTorch, then the micro-benchmarks, then
+# the shard benchmark, one after the other even under -j (each would
+# disturb the other's timing).
+.PHONY: bench bench-mlp bench-micro
 bench:
+	$(MAKE) --no-print-directory bench-mlp
+	$(MAKE) --no-print-directory bench-micro
+	$(MAKE) --no-print-directory bench-shards
+
+# `make bench-mlp`: time to 0.88 test accuracy, MLP 784-256-10, 1 and 2
+# workers, against PyTorch (docs/EXPERIMENTS.md); e.g. ARGS="--repeat 5
+# --skip-torch". Without PyTorch (install-deps failed: not root) it runs
+# the pserver side only.
+bench-mlp:
 	-scripts/install-deps --bench
 	$(MAKE) --no-print-directory all
 	scripts/bench/mlp_time_to_acc.py --build $(BUILD) $(ARGS)
-	$(MAKE) --no-print-directory bench-transport
-	$(MAKE) --no-print-directory bench-shards
 
-# `make bench-transport`: push and pull round trips through pserver's stack
-# over ZeroMQ tcp, ZeroMQ ipc and MPI beside raw ZeroMQ and MPI ping-pongs,
-# 2 ranks under mpirun (docs/EXPERIMENTS.md); table and CSV also land in
-# runs/bench-transport-TIME/. TRANSPORT_ARGS="--reps 9 --min-time 0.5".
-# Open MPI as root (CI) and shared memory only, as scripts/ps-launch does.
-.PHONY: bench-transport
-bench-transport: $(BUILD)/bin/ps-bench-transport
-	@d=runs/bench-transport-$$(date +%Y%m%d-%H%M%S) && mkdir -p $$d && \
+# `make bench-micro`: one table of pserver's figures beside this
+# machine's ceilings, measured in the same run: pull and push round trips
+# and streamed pushes through pserver's stack over ZeroMQ tcp, ZeroMQ ipc
+# and MPI against raw ZeroMQ and MPI, and the server's SGD and Adam apply
+# against the memory bandwidth; 2 ranks under mpirun (docs/EXPERIMENTS.md,
+# "Micro-benchmarks"). Table and CSV also land in runs/bench-micro-TIME/.
+# MICRO_ARGS="--reps 9 --min-time 0.5". Open MPI as root (CI) and shared
+# memory only, as scripts/ps-launch does. --bind-to none: the threads of
+# both ranks float over the cores as those of ps-server and ps-worker do;
+# mpirun would otherwise pin each rank to one core, where its ZeroMQ I/O
+# thread competes with its main thread.
+bench-micro: $(BUILD)/bin/ps-bench-micro
+	@d=runs/bench-micro-$$(date +%Y%m%d-%H%M%S) && mkdir -p $$d && \
 	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
 	OMPI_MCA_btl=$${OMPI_MCA_btl:-self,vader} \
-	timeout 900 mpirun -np 2 $< --out $$d $(TRANSPORT_ARGS) </dev/null
+	timeout 900 mpirun --bind-to none -np 2 $< --out $$d $(MICRO_ARGS) \
+	</dev/null
 
 # `make bench-shards`: updates per second that 1 and 2 server shards apply
 # to a 10M-weight model, and each shard's apply time (docs/EXPERIMENTS.md).

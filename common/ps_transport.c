@@ -12,6 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "ps_log.h"
 #include "ps_transport_impl.h"
@@ -74,6 +77,17 @@ static void count_in(ps_transport *t, size_t bytes)
 	t->count.bytes_in += bytes;
 	atomic_fetch_add_explicit(&total_msgs_in, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&total_bytes_in, bytes, memory_order_relaxed);
+}
+
+void ps_transport_setup_process(void)
+{
+#ifdef __GLIBC__
+	/* 32 MB is as far as glibc would raise the mmap threshold by itself
+	 * (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit, mallopt(3)); setting it
+	 * also stops glibc from moving it. */
+	mallopt(M_MMAP_THRESHOLD, 32 << 20);
+	mallopt(M_TRIM_THRESHOLD, 256 << 20);
+#endif
 }
 
 int ps_peer_equal(const ps_peer *a, const ps_peer *b)

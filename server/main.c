@@ -307,6 +307,7 @@ int main(int argc, char **argv)
 	/* One process per role already fills the cores: BLAS threads would
 	 * only fight the workers. */
 	openblas_set_num_threads(1);
+	ps_transport_setup_process();
 
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = on_signal;

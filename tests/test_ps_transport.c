@@ -13,6 +13,9 @@
 
 #include <ftw.h>
 #include <limits.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -615,6 +618,43 @@ static void test_transport_send_queue_full(void **state)
 
 /* --- lifetime ------------------------------------------------------------- */
 
+/* glibc's own malloc, where mallinfo2() tells what it did (2.33 on);
+ * AddressSanitizer replaces it. */
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
+#define GLIBC_MALLINFO2 1
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#undef GLIBC_MALLINFO2
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#undef GLIBC_MALLINFO2
+#endif
+#endif
+
+static void test_transport_setup_process_keeps_large_buffers(void **state)
+{
+	(void)state;
+#ifdef GLIBC_MALLINFO2
+	enum { SIZE = 4 << 20 }; /* a 1M-float push */
+	struct mallinfo2 before, during, after;
+	unsigned char *p;
+
+	ps_transport_setup_process();
+	before = mallinfo2();
+	p = malloc(SIZE);
+	assert_non_null(p);
+	memset(p, 1, SIZE);
+	during = mallinfo2();
+	free(p);
+	after = mallinfo2();
+	/* On the heap, not mapped on its own; kept once freed. */
+	assert_int_equal(during.hblks, before.hblks);
+	assert_true(after.fordblks >= SIZE);
+#else
+	skip();
+#endif
+}
+
 static void test_transport_destroy_accepts_null(void **state)
 {
 	(void)state;
@@ -838,6 +878,8 @@ static void test_transport_link_delay_destroy_sends_held(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		/* First, while glibc's thresholds are still its defaults. */
+		cmocka_unit_test(test_transport_setup_process_keeps_large_buffers),
 		cmocka_unit_test(test_transport_tcp_exchange),
 		cmocka_unit_test(test_transport_ipc_exchange),
 		cmocka_unit_test(test_transport_message_without_tensor),

@@ -212,6 +212,7 @@ int main(int argc, char **argv)
 		snprintf(tag, sizeof tag, "eval");
 	ps_log_setup(tag, (enum ps_log_level)level);
 	openblas_set_num_threads(1);
+	ps_transport_setup_process();
 
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = on_signal;

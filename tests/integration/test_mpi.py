@@ -293,19 +293,43 @@ def test_mpi_bad_options(tmp):
 
 
 @timeout(60)
-def test_transport_bench_runs(tmp):
-    """The transport benchmark (make bench-transport) in its shortest form:
-    every case runs and the CSV has a row for each."""
-    bench = os.path.join(pslib.BIN, "ps-bench-transport")
+def test_micro_bench_runs(tmp):
+    """The micro-benchmarks (make bench-micro) in their shortest form: every
+    case runs, and the table and the CSV have a row for each, with figures
+    (speed is the benchmark's business, not the test's)."""
+    bench = os.path.join(pslib.BIN, "ps-bench-micro")
     pslib.need(bench)
     need_mpirun()
     rc, out, secs = mpirun([(2, [bench, "--reps", "1", "--min-time", "0.005",
-                                 "--out", tmp])], 50)
+                                 "--mem-mb", "16", "--out", tmp])], 50)
     assert rc == 0, "exit status %d\n%s" % (rc, out)
-    with open(os.path.join(tmp, "transport.csv")) as f:
-        rows = [line.strip().split(",") for line in f][1:]
-    # push and pull, 3 sizes, 3 transports.
-    assert len(rows) == 18, rows
-    for row in rows:
-        assert all(float(v) > 0 for v in row[3:]), row
-    assert {r[2] for r in rows} == {"zmq-tcp", "zmq-ipc", "mpi"}, rows
+    transports = ("zmq-tcp", "zmq-ipc", "mpi")
+    ops = ("pull round trip", "push round trip", "push stream")
+    want = {(op, t, size) for op in ops for t in transports
+            for size in ("4", "40000", "4000000")}
+    want |= {("SGD apply", "cold", "4000000"), ("SGD apply", "warm", "4000000"),
+             ("Adam apply", "cold", "4000000"), ("Adam apply", "warm", "4000000"),
+             ("push check+SGD", "warm", "4000000")}
+    mem = {("memory copy", "memory"), ("memory triad", "memory")}
+    with open(os.path.join(tmp, "micro.csv")) as f:
+        head = f.readline().strip().split(",")
+        rows = [dict(zip(head, line.strip().split(","))) for line in f]
+    assert len(rows) == len(want) + len(mem), rows
+    assert {(r["what"], r["path"], r["bytes"]) for r in rows
+            if r["path"] != "memory"} == want, rows
+    assert {(r["what"], r["path"]) for r in rows if r["path"] == "memory"} == mem
+    for r in rows:
+        cols = ["raw_per_s", "raw_us", "raw_mb_per_s"]
+        if r["path"] != "memory":
+            cols += ["pserver_per_s", "pserver_us", "pserver_mb_per_s", "ratio",
+                     "ratio_min", "ratio_max"]
+        assert all(float(r[c]) > 0 for c in cols), r
+        assert r["target_met"] in ("", "yes", "no"), r
+    # The three targets are judged: small pulls, 4 MB pushes, cold SGD.
+    judged = {(r["what"], r["path"]) for r in rows if r["target_met"]}
+    assert ("pull round trip", "zmq-tcp") in judged and \
+        ("push stream", "zmq-ipc") in judged and ("SGD apply", "cold") in judged, judged
+    # The same rows on stdout, one table.
+    table = [line for line in out.splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + len(rows), out
+    assert "written: " in out, out
