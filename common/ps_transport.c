@@ -50,6 +50,17 @@ static int check_endpoint(const char *endpoint, ps_err *e)
 	return PS_OK;
 }
 
+/* CURVE is a ZeroMQ mechanism; MPI messages travel inside the job,
+ * whose isolation they rely on (docs/SECURITY.md). */
+static int curve_not_mpi(const char *endpoint, ps_err *e)
+{
+	return ps_err_set(e, PS_EINVAL,
+			  "%s: CURVE keys apply to ZeroMQ endpoints (tcp://, "
+			  "ipc://); the MPI transport relies on the cluster's "
+			  "isolation",
+			  endpoint);
+}
+
 int ps_transport_listen(ps_transport **out, const char *endpoint,
 			const ps_transport_opts *opts, ps_err *e)
 {
@@ -61,8 +72,11 @@ int ps_transport_listen(ps_transport **out, const char *endpoint,
 	rc = check_endpoint(endpoint, e);
 	if (rc != PS_OK)
 		return rc;
-	if (strncmp(endpoint, "mpi://", 6) == 0)
+	if (strncmp(endpoint, "mpi://", 6) == 0) {
+		if (opts && opts->curve)
+			return curve_not_mpi(endpoint, e);
 		return ps_transport_mpi_listen(out, endpoint, opts, e);
+	}
 	return ps_transport_zmq_listen(out, endpoint, opts, e);
 }
 
@@ -77,8 +91,11 @@ int ps_transport_connect(ps_transport **out, const char *endpoint,
 	rc = check_endpoint(endpoint, e);
 	if (rc != PS_OK)
 		return rc;
-	if (strncmp(endpoint, "mpi://", 6) == 0)
+	if (strncmp(endpoint, "mpi://", 6) == 0) {
+		if (opts && opts->curve)
+			return curve_not_mpi(endpoint, e);
 		return ps_transport_mpi_connect(out, endpoint, opts, e);
+	}
 	return ps_transport_zmq_connect(out, endpoint, opts, e);
 }
 
@@ -96,6 +113,13 @@ int ps_transport_send(ps_transport *t, const ps_peer *to, const void *head,
 int ps_transport_recv(ps_transport *t, ps_frame *out, int timeout_ms)
 {
 	return t->ops->recv(t, out, timeout_ms);
+}
+
+void ps_transport_get_stats(const ps_transport *t, ps_transport_stats *out)
+{
+	memset(out, 0, sizeof *out);
+	if (t->ops->stats)
+		t->ops->stats(t, out);
 }
 
 void ps_transport_destroy(ps_transport **tp)

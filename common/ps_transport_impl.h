@@ -14,6 +14,8 @@ struct ps_transport_ops {
 	int (*recv)(ps_transport *t, ps_frame *out, int timeout_ms);
 	const char *(*endpoint)(const ps_transport *t);
 	void (*destroy)(ps_transport *t);
+	/* Optional (NULL: no counters). */
+	void (*stats)(const ps_transport *t, ps_transport_stats *out);
 };
 
 struct ps_transport {
