@@ -1,5 +1,6 @@
 # pserver: one non-recursive GNU Makefile, out-of-tree build.
-#   make            build the binaries (build/bin/ps-server, ps-worker, ps-eval)
+#   make            build the binaries (build/bin/ps-server, ps-worker, ps-eval,
+#                   ps-keygen)
 #   make run        install missing packages, build, train on Fashion-MNIST
 #   make test       install missing packages, build, run every test
 #   make check      build and run every test (no package installation)
@@ -77,7 +78,8 @@ TEST_OBJ := $(call obj,$(TEST_SRC))
 TEST_SUPPORT_OBJ := $(call obj,$(TEST_SUPPORT_SRC))
 
 LIBS_A := $(BUILD)/lib/libpsserver.a $(BUILD)/lib/libpsworker.a $(BUILD)/lib/libpscommon.a
-BINS := $(BUILD)/bin/ps-server $(BUILD)/bin/ps-worker $(BUILD)/bin/ps-eval
+BINS := $(BUILD)/bin/ps-server $(BUILD)/bin/ps-worker $(BUILD)/bin/ps-eval \
+	$(BUILD)/bin/ps-keygen
 # Programs the integration tests drive (a hostile client; the synchronous
 # SGD oracle the consistency tests compare the cluster with; the transport
 # benchmark, run briefly so that it keeps working).
@@ -138,6 +140,7 @@ $(LIBS_A):
 $(BUILD)/bin/ps-server: $(BUILD)/obj/server/main.o $(BUILD)/lib/libpsserver.a $(BUILD)/lib/libpscommon.a
 $(BUILD)/bin/ps-worker: $(BUILD)/obj/worker/main.o $(BUILD)/lib/libpsworker.a $(BUILD)/lib/libpscommon.a
 $(BUILD)/bin/ps-eval: $(BUILD)/obj/worker/eval_main.o $(BUILD)/lib/libpscommon.a
+$(BUILD)/bin/ps-keygen: $(BUILD)/obj/tools/ps-keygen.o $(BUILD)/lib/libpscommon.a
 $(BUILD)/bin/ps-badpeer: $(BUILD)/obj/tests/tools/ps-badpeer.o $(BUILD)/lib/libpscommon.a
 $(BUILD)/bin/ps-sgd-oracle: $(BUILD)/obj/tests/tools/ps-sgd-oracle.o $(BUILD)/lib/libpsworker.a \
 	$(BUILD)/lib/libpsserver.a $(BUILD)/lib/libpscommon.a
@@ -190,7 +193,7 @@ bench:
 	$(MAKE) --no-print-directory bench-transport
 
 # `make bench-transport`: push and pull round trips through pserver's stack
-# over ZeroMQ tcp, ZeroMQ ipc and MPI beside raw ZeroMQ and MPI ping-pongs,
+# over ZeroMQ tcp, ipc, MPI and tcp with CURVE beside raw ping-pongs,
 # 2 ranks under mpirun (docs/EXPERIMENTS.md); table and CSV also land in
 # runs/bench-transport-TIME/. TRANSPORT_ARGS="--reps 9 --min-time 0.5".
 # Open MPI as root (CI) and shared memory only, as scripts/ps-launch does.
@@ -205,6 +208,6 @@ clean:
 	rm -rf build build-san
 
 format:
-	clang-format -i common/*.[ch] server/*.[ch] worker/*.[ch] tests/*.c
+	clang-format -i common/*.[ch] server/*.[ch] worker/*.[ch] tools/*.c tests/*.c
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

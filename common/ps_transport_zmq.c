@@ -27,11 +27,16 @@
 #include "ps_log.h"
 #include "ps_transport_impl.h"
 
-/* Messages queued per peer, each way, on the listening side. A worker
- * has its pushes in flight and one pull; a larger queue only lets a peer
- * that sends without reading (or floods) hold more of the server's
- * memory: up to 2 * PEER_HWM messages of up to max_message bytes. */
-#define PEER_HWM 64
+/* Requests queued per peer on the listening side. A worker has its
+ * pushes in flight and one pull; more only lets a peer that floods hold
+ * more of the server's memory (up to this many messages of up to
+ * max_message bytes a frame); a peer past it waits (TCP back-pressure).
+ * Replies keep ZeroMQ's queue of 1000: a reply that does not fit is
+ * dropped, and since a writer learns of what its reader took only every
+ * half queue, a smaller one drops replies to peers that do read (with
+ * 64, a peer keeping 48 pulls in flight lost replies in the pull-flood
+ * test). */
+#define PEER_RCVHWM 64
 /* A connection that has not finished its handshake by then is closed. */
 #define HANDSHAKE_MS 10000
 /* A CURVE client gives up after this many handshakes in a row that the
@@ -189,8 +194,8 @@ static void serve_zap(zmq_transport *z)
 	nreq = too_many ? 0 : n;
 	ps_curve_zap_decide(z->authorized, req, nreq, &r);
 	if (zmq_send(z->zap, "1.0", 3, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
-	    zmq_send(z->zap, n >= 2 ? req[1].data : NULL, n >= 2 ? req[1].len : 0,
-		     ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+	    zmq_send(z->zap, n >= 2 ? (const void *)req[1].data : "",
+		     n >= 2 ? req[1].len : 0, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
 	    zmq_send(z->zap, r.status, strlen(r.status),
 		     ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
 	    zmq_send(z->zap, r.text, strlen(r.text),
@@ -633,7 +638,7 @@ int ps_transport_zmq_listen(ps_transport **out, const char *endpoint,
 			    const ps_transport_opts *opts, ps_err *e)
 {
 	zmq_transport *z = NULL;
-	int mandatory = 1, hwm = PEER_HWM, handshake = HANDSHAKE_MS;
+	int mandatory = 1, hwm = PEER_RCVHWM, handshake = HANDSHAKE_MS;
 	size_t len;
 	int rc = open_socket(&z, ZMQ_ROUTER, opts, e);
 
@@ -646,7 +651,6 @@ int ps_transport_zmq_listen(ps_transport **out, const char *endpoint,
 	 * finish its handshake. */
 	if (zmq_setsockopt(z->sock, ZMQ_ROUTER_MANDATORY, &mandatory,
 			   sizeof mandatory) < 0 ||
-	    zmq_setsockopt(z->sock, ZMQ_SNDHWM, &hwm, sizeof hwm) < 0 ||
 	    zmq_setsockopt(z->sock, ZMQ_RCVHWM, &hwm, sizeof hwm) < 0 ||
 	    zmq_setsockopt(z->sock, ZMQ_HANDSHAKE_IVL, &handshake,
 			   sizeof handshake) < 0) {

@@ -53,6 +53,11 @@ typedef struct ps_server_config {
 	/* Evaluators to wait for (within eval_grace) after training, even
 	 * if they have not said hello yet. */
 	uint32_t num_evaluators;
+	/* Largest model a hello may ask for, in parameters; 0: no limit.
+	 * The first hello sizes the weights: without a bound one message
+	 * could make the server allocate gigabytes. A model whose weights
+	 * do not fit in one message could not be pulled anyway. */
+	uint64_t max_params;
 } ps_server_config;
 
 /* Counters of everything the server refused; each is also logged. */

@@ -37,8 +37,17 @@ struct ps_client {
 int ps_client_new(ps_client **out, const char *endpoint, double timeout,
 		  int max_inflight, ps_err *e)
 {
+	return ps_client_new_curve(out, endpoint, timeout, max_inflight, NULL,
+				   e);
+}
+
+int ps_client_new_curve(ps_client **out, const char *endpoint,
+			double timeout, int max_inflight,
+			const ps_transport_curve *curve, ps_err *e)
+{
 	ps_client *c = calloc(1, sizeof *c);
-	ps_transport_opts o = {.max_message = 0, .linger_ms = 2000};
+	ps_transport_opts o = {.max_message = 0, .linger_ms = 2000,
+			       .curve = curve};
 	int rc;
 
 	*out = NULL;

@@ -42,10 +42,11 @@ static const size_t sizes[] = {1, 10000, 1000000};
 #define NSIZES	   (sizeof sizes / sizeof sizes[0])
 #define MAX_FLOATS 1000000
 
-enum { T_TCP, T_IPC, T_MPI, NTRANSPORTS };
-static const char *const transport_names[] = {"zmq-tcp", "zmq-ipc", "mpi"};
+enum { T_TCP, T_IPC, T_MPI, T_CURVE, NTRANSPORTS };
+static const char *const transport_names[] = {"zmq-tcp", "zmq-ipc", "mpi",
+					      "zmq-curve"};
 static const char *const only_names[] = {"all", "zmq-tcp", "zmq-ipc", "mpi",
-					 NULL};
+					 "zmq-curve", NULL};
 
 /* Round trips per second of each repetition, and their median. */
 typedef struct result {
@@ -138,6 +139,47 @@ static void share_endpoint(char ep[EP_LEN])
 	MPI_Bcast(ep, EP_LEN, MPI_CHAR, 0, MPI_COMM_WORLD);
 }
 
+/* zmq-curve: the server's and the client's key pairs, made on rank 0
+ * and sent to rank 1 (a benchmark's shortcut: keys travel in files
+ * otherwise). [0] server public, [1] server secret, [2] client public,
+ * [3] client secret. */
+static uint8_t curve_keys[4][PS_CURVE_KEY_LEN];
+
+static int share_curve_keys(const bench *b)
+{
+	ps_err e = {0, ""};
+	int ok = 1;
+	if (b->rank == 0 &&
+	    (ps_transport_curve_keypair(curve_keys[0], curve_keys[1], &e) !=
+		     PS_OK ||
+	     ps_transport_curve_keypair(curve_keys[2], curve_keys[3], &e) !=
+		     PS_OK)) {
+		fprintf(stderr, "ps-bench-transport: %s\n", e.msg);
+		ok = 0;
+	}
+	MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+	MPI_Bcast(curve_keys, sizeof curve_keys, MPI_BYTE, 0, MPI_COMM_WORLD);
+	return ok ? 0 : -1;
+}
+
+/* Raw ZeroMQ with CURVE, as libzmq does it without a ZAP handler. */
+static void raw_zmq_curve(void *sock, int server)
+{
+	int one = 1;
+	if (server) {
+		zmq_setsockopt(sock, ZMQ_CURVE_SERVER, &one, sizeof one);
+		zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, curve_keys[1],
+			       PS_CURVE_KEY_LEN);
+	} else {
+		zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, curve_keys[0],
+			       PS_CURVE_KEY_LEN);
+		zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, curve_keys[2],
+			       PS_CURVE_KEY_LEN);
+		zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, curve_keys[3],
+			       PS_CURVE_KEY_LEN);
+	}
+}
+
 static void ipc_endpoint(char ep[EP_LEN], const char *what)
 {
 	snprintf(ep, EP_LEN, "ipc:///tmp/ps-bench-%s-%ld.sock", what,
@@ -177,6 +219,8 @@ static int raw_zmq_case(bench *b, int t)
 	size_t len = sizeof ep;
 	int linger = 0, rc = -1;
 
+	if (t == T_CURVE && share_curve_keys(b) != 0)
+		goto out;
 	if (!ctx || !z.buf)
 		goto out;
 	memset(z.buf, 0, MAX_FLOATS * sizeof(float));
@@ -184,6 +228,8 @@ static int raw_zmq_case(bench *b, int t)
 	if (!z.sock)
 		goto out;
 	zmq_setsockopt(z.sock, ZMQ_LINGER, &linger, sizeof linger);
+	if (t == T_CURVE)
+		raw_zmq_curve(z.sock, b->rank == 0);
 	if (b->rank == 0) {
 		if (t == T_IPC)
 			ipc_endpoint(ep, "raw");
@@ -333,6 +379,8 @@ static int ours_rt(void *ctx, enum op op, size_t bytes)
 static int ours_case(bench *b, int t)
 {
 	ps_transport_opts topts = {64 << 20, 1000, NULL};
+	ps_transport_curve curve;
+	ps_curve_keyset *authorized = NULL;
 	ps_server_config cfg;
 	ps_transport *tr = NULL;
 	ps_server *s = NULL;
@@ -342,6 +390,19 @@ static int ours_case(bench *b, int t)
 	int rc = -1;
 
 	memset(&o, 0, sizeof o);
+	memset(&curve, 0, sizeof curve);
+	if (t == T_CURVE) {
+		if (share_curve_keys(b) != 0)
+			return -1;
+		if (ps_curve_keyset_new(&authorized) != PS_OK ||
+		    ps_curve_keyset_add(authorized, curve_keys[2]) != PS_OK)
+			return -1;
+		memcpy(curve.secret_key, curve_keys[b->rank == 0 ? 1 : 3],
+		       PS_CURVE_KEY_LEN);
+		memcpy(curve.server_key, curve_keys[0], PS_CURVE_KEY_LEN);
+		curve.authorized = authorized;
+		topts.curve = &curve;
+	}
 	if (b->rank == 0) {
 		memset(&cfg, 0, sizeof cfg);
 		cfg.num_workers = 1;
@@ -349,7 +410,7 @@ static int ours_case(bench *b, int t)
 		cfg.optim.lr = 0.01;
 		cfg.consistency = PS_CONSISTENCY_ASYNC;
 		cfg.idle_timeout = 60;
-		if (t == T_TCP)
+		if (t == T_TCP || t == T_CURVE)
 			snprintf(ep, sizeof ep, "tcp://127.0.0.1:*");
 		else if (t == T_IPC)
 			ipc_endpoint(ep, "ours");
@@ -382,7 +443,9 @@ static int ours_case(bench *b, int t)
 				      .init_seed = 1};
 		ps_msg_welcome wel;
 		o.w = calloc(MAX_FLOATS, sizeof(float));
-		if (!o.w || ps_client_new(&o.c, ep, 30.0, 1, &o.e) != PS_OK ||
+		if (!o.w ||
+		    ps_client_new_curve(&o.c, ep, 30.0, 1, topts.curve,
+					&o.e) != PS_OK ||
 		    ps_client_hello(o.c, PS_ROLE_WORKER, 0, &spec, &wel,
 				    &o.e) != PS_OK ||
 		    measure_all(b, ours_rt, &o, b->ours[t]) != 0 ||
@@ -397,6 +460,7 @@ out:
 	free(o.w);
 	ps_server_destroy(&s);
 	ps_transport_destroy(&tr);
+	ps_curve_keyset_destroy(&authorized);
 	if (b->rank == 0 && t == T_IPC && ep[0])
 		unlink(ep + 6);
 	return rc;

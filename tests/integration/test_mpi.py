@@ -290,8 +290,8 @@ def test_transport_bench_runs(tmp):
     assert rc == 0, "exit status %d\n%s" % (rc, out)
     with open(os.path.join(tmp, "transport.csv")) as f:
         rows = [line.strip().split(",") for line in f][1:]
-    # push and pull, 3 sizes, 3 transports.
-    assert len(rows) == 18, rows
+    # push and pull, 3 sizes, 4 transports.
+    assert len(rows) == 24, rows
     for row in rows:
         assert all(float(v) > 0 for v in row[3:]), row
-    assert {r[2] for r in rows} == {"zmq-tcp", "zmq-ipc", "mpi"}, rows
+    assert {r[2] for r in rows} == {"zmq-tcp", "zmq-ipc", "mpi", "zmq-curve"}, rows
