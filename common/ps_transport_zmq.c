@@ -39,8 +39,9 @@
 #define PEER_RCVHWM 64
 /* A connection that has not finished its handshake by then is closed. */
 #define HANDSHAKE_MS 10000
-/* A CURVE client gives up after this many handshakes in a row that the
- * server cut short without a reason (a wrong server key looks so). */
+/* A client gives up after this many handshakes in a row that the server
+ * cut short without a reason (a wrong server key looks so, and often a
+ * missing CURVE). */
 #define HANGUPS_MAX 3
 #define ZAP_ENDPOINT "inproc://zeromq.zap.01"
 #define MONITOR_ENDPOINT "inproc://ps-transport-monitor"
@@ -56,9 +57,10 @@ typedef struct zmq_transport {
 	int listening;
 	int curve;
 	int auth_error; /* connecting side: PS_EAUTH once refused */
-	int hangups;    /* connecting with CURVE: handshakes cut short in a row */
+	int hangups;    /* connecting side: handshakes cut short in a row */
 	uint8_t public_key[PS_CURVE_KEY_LEN]; /* with CURVE */
 	ps_transport_stats st;
+	uint64_t failed_by_why[4]; /* listening: handshake failures by reason */
 	int have_head, have_tensor;
 	zmq_msg_t head, tensor;
 	char endpoint[256];
@@ -229,23 +231,32 @@ static void serve_zap(zmq_transport *z)
  * that hung up. */
 static void server_event(zmq_transport *z, unsigned event, uint32_t value)
 {
-	const char *why = "the connection closed during the handshake";
+	static const char *const whys[4] = {
+		"the connection closed during the handshake",
+		"the client does not use CURVE",
+		"the client's messages do not decrypt (a wrong server key?)",
+		"protocol error",
+	};
+	int why = 0;
 
 	if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
 		if (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
-			why = "the client does not use CURVE";
+			why = 1;
 		else if (value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC)
-			why = "the client's messages do not decrypt (a wrong "
-			      "server key?)";
+			why = 2;
 		else
-			why = "protocol error";
+			why = 3;
 	} else if (event != ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
 		return;
 	}
 	z->st.handshake_failed++;
-	if (log_this(z->st.handshake_failed))
-		ps_log_warn("refused a connection: %s (failed handshake #%llu)",
-			    why, (unsigned long long)z->st.handshake_failed);
+	/* Rate-limited by reason, so that every reason shows. */
+	if (log_this(++z->failed_by_why[why]))
+		ps_log_warn("refused a connection: %s (%llu such, %llu "
+			    "failed handshakes in all)",
+			    whys[why],
+			    (unsigned long long)z->failed_by_why[why],
+			    (unsigned long long)z->st.handshake_failed);
 }
 
 /* A connecting side's handshake went wrong: tell the user why, once,
@@ -288,14 +299,25 @@ static void client_event(zmq_transport *z, unsigned event, uint32_t value)
 				     z->endpoint, (unsigned)value);
 		break;
 	case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-		/* Without CURVE there is no key to blame: a server that
-		 * went away is the timeout's business. */
-		if (!z->curve || ++z->hangups < HANGUPS_MAX)
+		/* The server hung up before finishing the handshake. A server
+		 * that is not there refuses connections instead; one that
+		 * does this every time does not take these settings. Often
+		 * the server is quicker to see a mechanism mismatch than the
+		 * client, which then sees only this. */
+		if (++z->hangups < HANGUPS_MAX)
 			return;
-		ps_log_error("the server at %s closed the connection during "
-			     "the CURVE handshake %d times in a row: is "
-			     "--curve-server-key the server's public key?",
-			     z->endpoint, z->hangups);
+		if (z->curve)
+			ps_log_error("the server at %s closed the connection "
+				     "during the CURVE handshake %d times in a "
+				     "row: is --curve-server-key the server's "
+				     "public key?",
+				     z->endpoint, z->hangups);
+		else
+			ps_log_error("the server at %s closed the connection "
+				     "during the handshake %d times in a row: "
+				     "does it require CURVE (--curve-secret, "
+				     "--curve-server-key)?",
+				     z->endpoint, z->hangups);
 		break;
 	default:
 		return;
