@@ -1,5 +1,6 @@
 # pserver: one non-recursive GNU Makefile, out-of-tree build.
-#   make            build the binaries (build/bin/ps-server, ps-worker, ps-eval)
+#   make            build the binaries (build/bin/ps-server, ps-worker, ps-eval,
+#                   ps-keygen)
 #   make run        install missing packages, build, train on Fashion-MNIST
 #   make test       install missing packages, build, run every test
 #   make check      build and run every test (no package installation)
@@ -79,7 +80,8 @@ TEST_OBJ := $(call obj,$(TEST_SRC))
 TEST_SUPPORT_OBJ := $(call obj,$(TEST_SUPPORT_SRC))
 
 LIBS_A := $(BUILD)/lib/libpsserver.a $(BUILD)/lib/libpsworker.a $(BUILD)/lib/libpscommon.a
-BINS := $(BUILD)/bin/ps-server $(BUILD)/bin/ps-worker $(BUILD)/bin/ps-eval
+BINS := $(BUILD)/bin/ps-server $(BUILD)/bin/ps-worker $(BUILD)/bin/ps-eval \
+	$(BUILD)/bin/ps-keygen
 # Programs the integration tests drive (a hostile client; the synchronous
 # SGD oracle the consistency tests compare the cluster with; the
 # micro-benchmarks and the shard benchmark, run briefly so that they keep
@@ -142,6 +144,7 @@ $(LIBS_A):
 $(BUILD)/bin/ps-server: $(BUILD)/obj/server/main.o $(BUILD)/lib/libpsserver.a $(BUILD)/lib/libpscommon.a
 $(BUILD)/bin/ps-worker: $(BUILD)/obj/worker/main.o $(BUILD)/lib/libpsworker.a $(BUILD)/lib/libpscommon.a
 $(BUILD)/bin/ps-eval: $(BUILD)/obj/worker/eval_main.o $(BUILD)/lib/libpscommon.a
+$(BUILD)/bin/ps-keygen: $(BUILD)/obj/tools/ps-keygen.o $(BUILD)/lib/libpscommon.a
 $(BUILD)/bin/ps-badpeer: $(BUILD)/obj/tests/tools/ps-badpeer.o $(BUILD)/lib/libpscommon.a
 $(BUILD)/bin/ps-sgd-oracle: $(BUILD)/obj/tests/tools/ps-sgd-oracle.o $(BUILD)/lib/libpsworker.a \
 	$(BUILD)/lib/libpsserver.a $(BUILD)/lib/libpscommon.a
@@ -232,6 +235,6 @@ clean:
 	rm -rf build build-san
 
 format:
-	clang-format -i common/*.[ch] server/*.[ch] worker/*.[ch] tests/*.c
+	clang-format -i common/*.[ch] server/*.[ch] worker/*.[ch] tools/*.c tests/*.c
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

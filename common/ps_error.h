@@ -25,6 +25,7 @@
 	X(ETRANSPORT, "transport failure")                                     \
 	X(EUNKNOWN_WORKER, "unknown worker")                                   \
 	X(ESHUTDOWN, "peer is shutting down")                                  \
+	X(EAUTH, "security handshake refused (CURVE keys)")                    \
 	X(EINTR, "interrupted")
 
 enum ps_error {

@@ -130,6 +130,17 @@ static int check_endpoint(const char *endpoint, ps_err *e)
 	return PS_OK;
 }
 
+/* CURVE is a ZeroMQ mechanism; MPI messages travel inside the job,
+ * whose isolation they rely on (docs/SECURITY.md). */
+static int curve_not_mpi(const char *endpoint, ps_err *e)
+{
+	return ps_err_set(e, PS_EINVAL,
+			  "%s: CURVE keys apply to ZeroMQ endpoints (tcp://, "
+			  "ipc://); the MPI transport relies on the cluster's "
+			  "isolation",
+			  endpoint);
+}
+
 int ps_transport_listen(ps_transport **out, const char *endpoint,
 			const ps_transport_opts *opts, ps_err *e)
 {
@@ -141,10 +152,13 @@ int ps_transport_listen(ps_transport **out, const char *endpoint,
 	rc = check_endpoint(endpoint, e);
 	if (rc != PS_OK)
 		return rc;
-	if (strncmp(endpoint, "mpi://", 6) == 0)
+	if (strncmp(endpoint, "mpi://", 6) == 0) {
+		if (opts && opts->curve)
+			return curve_not_mpi(endpoint, e);
 		rc = ps_transport_mpi_listen(out, endpoint, opts, e);
-	else
+	} else {
 		rc = ps_transport_zmq_listen(out, endpoint, opts, e);
+	}
 	if (rc == PS_OK)
 		(*out)->delay = default_delay;
 	return rc;
@@ -161,10 +175,13 @@ int ps_transport_connect(ps_transport **out, const char *endpoint,
 	rc = check_endpoint(endpoint, e);
 	if (rc != PS_OK)
 		return rc;
-	if (strncmp(endpoint, "mpi://", 6) == 0)
+	if (strncmp(endpoint, "mpi://", 6) == 0) {
+		if (opts && opts->curve)
+			return curve_not_mpi(endpoint, e);
 		rc = ps_transport_mpi_connect(out, endpoint, opts, e);
-	else
+	} else {
 		rc = ps_transport_zmq_connect(out, endpoint, opts, e);
+	}
 	if (rc == PS_OK)
 		(*out)->delay = default_delay;
 	return rc;
@@ -293,6 +310,13 @@ int ps_transport_wait_any(ps_transport *const *ts, size_t n, int timeout_ms)
 	if (timeout_ms > 0)
 		nanosleep(&nap, NULL);
 	return PS_OK;
+}
+
+void ps_transport_get_refusals(const ps_transport *t, ps_transport_refusals *out)
+{
+	memset(out, 0, sizeof *out);
+	if (t->ops->refusals)
+		t->ops->refusals(t, out);
 }
 
 void ps_transport_destroy(ps_transport **tp)

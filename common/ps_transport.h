@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ps_curve.h"
 #include "ps_error.h"
 
 #define PS_PEER_ID_MAX 16
@@ -35,6 +36,20 @@ typedef struct ps_frame {
 	size_t tensor_len;
 } ps_frame;
 
+/* CURVE security for a ZeroMQ transport: every message encrypted and
+ * authenticated, and on the listening side only clients whose public key
+ * is in `authorized` let in (a ZAP handler served inside
+ * ps_transport_recv()). Plain value record but for authorized. */
+typedef struct ps_transport_curve {
+	uint8_t secret_key[PS_CURVE_KEY_LEN]; /* this side's; the public key
+					       * is derived from it */
+	uint8_t server_key[PS_CURVE_KEY_LEN]; /* connecting side: the
+					       * server's public key */
+	/* Listening side: the client keys let in. Borrowed for the call:
+	 * listen copies the set. */
+	const ps_curve_keyset *authorized;
+} ps_transport_curve;
+
 typedef struct ps_transport_opts {
 	/* Largest frame accepted (ZeroMQ checks the envelope and the tensor
 	 * frame each on its own, so a whole message may reach twice this);
@@ -43,6 +58,9 @@ typedef struct ps_transport_opts {
 	int64_t max_message;
 	/* How long destroy waits to deliver queued messages. */
 	int linger_ms;
+	/* CURVE (ZeroMQ endpoints only), or NULL for plain ZeroMQ. Borrowed
+	 * for the call to listen or connect. */
+	const ps_transport_curve *curve;
 } ps_transport_opts;
 
 typedef struct ps_transport ps_transport;
@@ -56,6 +74,19 @@ typedef struct ps_transport ps_transport;
  * This keeps buffers of up to 32 MB on the heap and up to 256 MB of freed
  * heap for reuse. Does nothing where malloc is not glibc's. */
 void ps_transport_setup_process(void);
+
+/* What a transport refused or lost below the protocol. Plain value
+ * record. */
+typedef struct ps_transport_refusals {
+	/* Listening with CURVE: clients refused because their key is not
+	 * authorized (each refused handshake once). */
+	uint64_t unauthorized;
+	/* Listening with CURVE: other failed handshakes (a client without
+	 * CURVE, one with a wrong server key, one that hung up). */
+	uint64_t handshake_failed;
+	/* Connecting side: times the connection to the server dropped. */
+	uint64_t disconnects;
+} ps_transport_refusals;
 
 /* Listen on endpoint ("tcp://127.0.0.1:5555", "tcp://127.0.0.1:*" for
  * an ephemeral port, "ipc:///path"). Errors: PS_EADDRINUSE, PS_EINVAL
@@ -83,9 +114,13 @@ int ps_transport_send(ps_transport *t, const ps_peer *to, const void *head,
 		      size_t hlen, const void *tensor, size_t tlen) PS_WUR;
 
 /* Wait up to timeout_ms (-1: forever, 0: poll) for the next message.
- * Errors: PS_ETIMEDOUT (nothing arrived), PS_EINTR (a signal arrived),
- * PS_EPROTO (a message with a wrong number of frames was received and
- * dropped; out->from says who sent it), PS_ETRANSPORT. */
+ * A listening transport with CURVE answers the ZAP requests of new
+ * connections meanwhile. Errors: PS_ETIMEDOUT (nothing arrived),
+ * PS_EINTR (a signal arrived), PS_EPROTO (a message with a wrong number
+ * of frames was received and dropped; out->from says who sent it),
+ * PS_EAUTH (connecting side: the server refused the handshake, or this
+ * side's CURVE settings do not match the server's; logged with the
+ * reason; every later receive fails the same way), PS_ETRANSPORT. */
 int ps_transport_recv(ps_transport *t, ps_frame *out, int timeout_ms) PS_WUR;
 
 /* Wait until any of ts[n] may have a message to receive (then receive
@@ -93,6 +128,21 @@ int ps_transport_recv(ps_transport *t, ps_frame *out, int timeout_ms) PS_WUR;
  * may, PS_ETIMEDOUT otherwise (or PS_OK spuriously, after a short nap, for
  * a backend that cannot wait on several). */
 int ps_transport_wait_any(ps_transport *const *ts, size_t n, int timeout_ms) PS_WUR;
+
+
+/* Copy t's counters into *out (all 0 for a backend that keeps none). */
+void ps_transport_get_refusals(const ps_transport *t, ps_transport_refusals *out);
+
+/* A new CURVE key pair, from the ZeroMQ library's generator.
+ * Errors: PS_ETRANSPORT (this libzmq has no CURVE). */
+int ps_transport_curve_keypair(uint8_t public_key[PS_CURVE_KEY_LEN],
+			       uint8_t secret_key[PS_CURVE_KEY_LEN],
+			       ps_err *e) PS_WUR;
+
+/* The public key of secret_key. Errors: PS_ETRANSPORT (no CURVE). */
+int ps_transport_curve_public(uint8_t public_key[PS_CURVE_KEY_LEN],
+			      const uint8_t secret_key[PS_CURVE_KEY_LEN],
+			      ps_err *e) PS_WUR;
 
 /* Close and free. Accepts NULL and *tp == NULL; sets *tp to NULL.
  * Messages still held by a link delay are sent first, each at its due

@@ -18,6 +18,8 @@ struct ps_transport_ops {
 	 * message; PS_OK or PS_ETIMEDOUT. NULL: ps_transport_wait_any()
 	 * naps instead. */
 	int (*wait_any)(ps_transport *const *ts, size_t n, int timeout_ms);
+	/* Optional (NULL: no counters). */
+	void (*refusals)(const ps_transport *t, ps_transport_refusals *out);
 };
 
 struct ps_pending_send;

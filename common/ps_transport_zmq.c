@@ -8,20 +8,59 @@
  * A received message's frames stay in zmq_msg_t buffers owned by the
  * transport until the next recv, so the server applies a gradient straight
  * from ZeroMQ's buffer without copying it.
+ *
+ * With CURVE the listening side also owns a ZAP handler (a REP socket on
+ * inproc://zeromq.zap.01 of its own context) and a monitor of handshake
+ * events; recv polls them beside the ROUTER, so the server's one thread
+ * answers handshakes between messages and no socket is shared between
+ * threads. A connecting side watches its handshake events too, so that
+ * a refused client fails at once with the reason instead of waiting out
+ * its timeout.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
 
+#include "ps_log.h"
 #include "ps_transport_impl.h"
+
+/* Requests queued per peer on the listening side. A worker has its
+ * pushes in flight and one pull; more only lets a peer that floods hold
+ * more of the server's memory (up to this many messages of up to
+ * max_message bytes a frame); a peer past it waits (TCP back-pressure).
+ * Replies keep ZeroMQ's queue of 1000: a reply that does not fit is
+ * dropped, and since a writer learns of what its reader took only every
+ * half queue, a smaller one drops replies to peers that do read (with
+ * 64, a peer keeping 48 pulls in flight lost replies in the pull-flood
+ * test). */
+#define PEER_RCVHWM 64
+/* A connection that has not finished its handshake by then is closed. */
+#define HANDSHAKE_MS 10000
+/* A client gives up after this many handshakes in a row that the server
+ * cut short without a reason (a wrong server key looks so, and often a
+ * missing CURVE). */
+#define HANGUPS_MAX 3
+#define ZAP_ENDPOINT "inproc://zeromq.zap.01"
+#define MONITOR_ENDPOINT "inproc://ps-transport-monitor"
+#define ZAP_FRAMES_MAX 8
 
 typedef struct zmq_transport {
 	struct ps_transport base;
 	void *ctx;
 	void *sock;
+	void *zap;     /* listening with CURVE: the ZAP handler (REP) */
+	void *monitor; /* handshake events of sock (PAIR), or NULL */
+	ps_curve_keyset *authorized; /* listening with CURVE */
 	int listening;
+	int curve;
+	int auth_error; /* connecting side: PS_EAUTH once refused */
+	int hangups;    /* connecting side: handshakes cut short in a row */
+	uint8_t public_key[PS_CURVE_KEY_LEN]; /* with CURVE */
+	ps_transport_refusals st;
+	uint64_t failed_by_why[4]; /* listening: handshake failures by reason */
 	int have_head, have_tensor;
 	zmq_msg_t head, tensor;
 	char endpoint[256];
@@ -113,19 +152,257 @@ static int recv_part(void *sock, zmq_msg_t *m, int *more)
 	return PS_OK;
 }
 
+/* 1 when n is a power of two: refusals are logged at 1, 2, 4, 8, ...
+ * so that a flood cannot fill the log. */
+static int log_this(uint64_t n)
+{
+	return n > 0 && (n & (n - 1)) == 0;
+}
+
+/* Answer one ZAP request (RFC 27) on z->zap. A REP socket must answer
+ * every request it took in, so once the first frame is in, a reply
+ * goes out whatever the request held. */
+static void serve_zap(zmq_transport *z)
+{
+	zmq_msg_t parts[ZAP_FRAMES_MAX];
+	ps_zap_frame req[ZAP_FRAMES_MAX];
+	ps_zap_reply r;
+	size_t n = 0, nreq;
+	int more = 1, too_many = 0;
+	char key[PS_CURVE_Z85_LEN + 1];
+
+	while (more && n < ZAP_FRAMES_MAX) {
+		size_t len = sizeof more;
+		zmq_msg_init(&parts[n]);
+		if (zmq_msg_recv(&parts[n], z->zap, ZMQ_DONTWAIT) < 0) {
+			zmq_msg_close(&parts[n]);
+			if (n == 0)
+				return; /* nothing was there */
+			break;
+		}
+		n++;
+		if (zmq_getsockopt(z->zap, ZMQ_RCVMORE, &more, &len) < 0)
+			more = 0;
+	}
+	if (more) {
+		/* Not a ZAP request: libzmq sends at most 7 frames. */
+		drain(z->zap);
+		too_many = 1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		req[i].data = zmq_msg_data(&parts[i]);
+		req[i].len = zmq_msg_size(&parts[i]);
+	}
+	nreq = too_many ? 0 : n;
+	ps_curve_zap_decide(z->authorized, req, nreq, &r);
+	if (zmq_send(z->zap, "1.0", 3, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+	    zmq_send(z->zap, n >= 2 ? (const void *)req[1].data : "",
+		     n >= 2 ? req[1].len : 0, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+	    zmq_send(z->zap, r.status, strlen(r.status),
+		     ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+	    zmq_send(z->zap, r.text, strlen(r.text),
+		     ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+	    zmq_send(z->zap, r.user_id, strlen(r.user_id),
+		     ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+	    zmq_send(z->zap, "", 0, ZMQ_DONTWAIT) < 0)
+		ps_log_error("cannot answer a CURVE handshake: %s",
+			     zmq_strerror(zmq_errno()));
+	for (size_t i = 0; i < n; i++)
+		zmq_msg_close(&parts[i]);
+	if (r.verdict == PS_ZAP_ALLOW) {
+		ps_log_debug("CURVE client %s from %s let in", r.user_id,
+			     r.address);
+		return;
+	}
+	z->st.unauthorized++;
+	if (!log_this(z->st.unauthorized))
+		return;
+	if (r.have_key)
+		ps_curve_z85_encode(key, r.key);
+	else
+		snprintf(key, sizeof key, "(none)");
+	ps_log_warn("refused a client from %s with key %s: %s (refusal #%llu)",
+		    r.address[0] ? r.address : "?", key, r.text,
+		    (unsigned long long)z->st.unauthorized);
+}
+
+/* The listening side counts and logs the handshakes that failed before
+ * any ZAP request: clients without CURVE, with a wrong server key, or
+ * that hung up. */
+static void server_event(zmq_transport *z, unsigned event, uint32_t value)
+{
+	static const char *const whys[4] = {
+		"the connection closed during the handshake",
+		"the client does not use CURVE",
+		"the client's messages do not decrypt (a wrong server key?)",
+		"protocol error",
+	};
+	int why = 0;
+
+	if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+		if (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+			why = 1;
+		else if (value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC)
+			why = 2;
+		else
+			why = 3;
+	} else if (event != ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+		return;
+	}
+	z->st.handshake_failed++;
+	/* Rate-limited by reason, so that every reason shows. */
+	if (log_this(++z->failed_by_why[why]))
+		ps_log_warn("refused a connection: %s (%llu such, %llu "
+			    "failed handshakes in all)",
+			    whys[why],
+			    (unsigned long long)z->failed_by_why[why],
+			    (unsigned long long)z->st.handshake_failed);
+}
+
+/* A connecting side's handshake went wrong: tell the user why, once,
+ * and fail this and every later receive. */
+static void client_event(zmq_transport *z, unsigned event, uint32_t value)
+{
+	char key[PS_CURVE_Z85_LEN + 1];
+
+	switch (event) {
+	case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
+		z->hangups = 0;
+		return;
+	case ZMQ_EVENT_DISCONNECTED:
+		z->st.disconnects++;
+		return;
+	case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+		ps_curve_z85_encode(key, z->public_key);
+		ps_log_error("the server at %s refused this client's CURVE key "
+			     "%s (status %u): its public key file must be in "
+			     "the server's --curve-authorized directory",
+			     z->endpoint, key, (unsigned)value);
+		break;
+	case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+		if (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH &&
+		    z->curve)
+			ps_log_error("the server at %s does not use CURVE: start "
+				     "it with --curve-secret and "
+				     "--curve-authorized, or connect without "
+				     "CURVE keys",
+				     z->endpoint);
+		else if (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+			ps_log_error("the server at %s requires CURVE: give "
+				     "--curve-secret (this client's secret key) "
+				     "and --curve-server-key (the server's "
+				     "public key)",
+				     z->endpoint);
+		else
+			ps_log_error("the handshake with the server at %s "
+				     "failed: protocol error 0x%x",
+				     z->endpoint, (unsigned)value);
+		break;
+	case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+		/* The server hung up before finishing the handshake. A server
+		 * that is not there refuses connections instead; one that
+		 * does this every time does not take these settings. Often
+		 * the server is quicker to see a mechanism mismatch than the
+		 * client, which then sees only this. */
+		if (++z->hangups < HANGUPS_MAX)
+			return;
+		if (z->curve)
+			ps_log_error("the server at %s closed the connection "
+				     "during the CURVE handshake %d times in a "
+				     "row: is --curve-server-key the server's "
+				     "public key?",
+				     z->endpoint, z->hangups);
+		else
+			ps_log_error("the server at %s closed the connection "
+				     "during the handshake %d times in a row: "
+				     "does it require CURVE (--curve-secret, "
+				     "--curve-server-key)?",
+				     z->endpoint, z->hangups);
+		break;
+	default:
+		return;
+	}
+	z->auth_error = PS_EAUTH;
+}
+
+/* Take in every event the monitor holds: two frames each, the event
+ * (u16) and its value (u32) in the first, an address in the second. */
+static void read_events(zmq_transport *z)
+{
+	for (;;) {
+		zmq_msg_t m;
+		uint16_t event = 0;
+		uint32_t value = 0;
+
+		zmq_msg_init(&m);
+		if (zmq_msg_recv(&m, z->monitor, ZMQ_DONTWAIT) < 0) {
+			zmq_msg_close(&m);
+			return;
+		}
+		if (zmq_msg_size(&m) >= 6) {
+			memcpy(&event, zmq_msg_data(&m), 2);
+			memcpy(&value, (const uint8_t *)zmq_msg_data(&m) + 2, 4);
+		}
+		zmq_msg_close(&m);
+		drain(z->monitor);
+		if (z->listening)
+			server_event(z, event, value);
+		else
+			client_event(z, event, value);
+	}
+}
+
+/* Wait until the data socket has a message, serving the ZAP handler and
+ * the monitor meanwhile. Returns PS_OK when a message is there. */
+static int wait_readable(zmq_transport *z, int timeout_ms)
+{
+	double deadline = ps_now() + (timeout_ms > 0 ? timeout_ms : 0) / 1e3;
+
+	for (;;) {
+		zmq_pollitem_t items[3] = {{z->sock, 0, ZMQ_POLLIN, 0}};
+		int k = 1, zap_at = -1, mon_at = -1, wait = timeout_ms, n;
+
+		if (z->zap) {
+			items[k] = (zmq_pollitem_t){z->zap, 0, ZMQ_POLLIN, 0};
+			zap_at = k++;
+		}
+		if (z->monitor) {
+			items[k] = (zmq_pollitem_t){z->monitor, 0, ZMQ_POLLIN, 0};
+			mon_at = k++;
+		}
+		if (timeout_ms > 0) {
+			double left = deadline - ps_now();
+			wait = left > 0 ? (int)ceil(left * 1e3) : 0;
+		}
+		n = zmq_poll(items, k, wait);
+		if (n < 0)
+			return from_errno(zmq_errno());
+		if (zap_at >= 0 && (items[zap_at].revents & ZMQ_POLLIN))
+			serve_zap(z);
+		if (mon_at >= 0 && (items[mon_at].revents & ZMQ_POLLIN))
+			read_events(z);
+		if (z->auth_error)
+			return z->auth_error;
+		if (items[0].revents & ZMQ_POLLIN)
+			return PS_OK;
+		if (n == 0 || timeout_ms == 0 ||
+		    (timeout_ms > 0 && ps_now() >= deadline))
+			return PS_ETIMEDOUT;
+	}
+}
+
 static int zt_recv(ps_transport *t, ps_frame *out, int timeout_ms)
 {
 	zmq_transport *z = (zmq_transport *)t;
-	zmq_pollitem_t item = {z->sock, 0, ZMQ_POLLIN, 0};
-	int more = 0, rc, n;
+	int more = 0, rc;
 
 	release_frames(z);
 	memset(out, 0, sizeof *out);
-	n = zmq_poll(&item, 1, timeout_ms);
-	if (n < 0)
-		return from_errno(zmq_errno());
-	if (n == 0)
-		return PS_ETIMEDOUT;
+	if (z->auth_error)
+		return z->auth_error;
+	rc = wait_readable(z, timeout_ms);
+	if (rc != PS_OK)
+		return rc;
 
 	if (z->listening) {
 		zmq_msg_t id;
@@ -198,14 +475,32 @@ static const char *zt_endpoint(const ps_transport *t)
 	return ((const zmq_transport *)t)->endpoint;
 }
 
+static void zt_refusals(const ps_transport *t, ps_transport_refusals *out)
+{
+	const zmq_transport *z = (const zmq_transport *)t;
+	*out = z->st;
+}
+
 static void zt_destroy(ps_transport *t)
 {
 	zmq_transport *z = (zmq_transport *)t;
 	release_frames(z);
+	if (z->auth_error) {
+		/* Nothing queued will ever be delivered: do not linger. */
+		int zero = 0;
+		zmq_setsockopt(z->sock, ZMQ_LINGER, &zero, sizeof zero);
+	}
+	if (z->monitor) {
+		zmq_socket_monitor(z->sock, NULL, 0);
+		zmq_close(z->monitor);
+	}
 	if (z->sock)
 		zmq_close(z->sock);
+	if (z->zap)
+		zmq_close(z->zap);
 	if (z->ctx)
 		zmq_ctx_term(z->ctx);
+	ps_curve_keyset_destroy(&z->authorized);
 	free(z);
 }
 
@@ -215,7 +510,135 @@ static const struct ps_transport_ops zmq_ops = {
 	.endpoint = zt_endpoint,
 	.destroy = zt_destroy,
 	.wait_any = zt_wait_any,
+	.refusals = zt_refusals,
 };
+
+static int no_curve(ps_err *e)
+{
+	return ps_err_set(e, PS_ETRANSPORT,
+			  "this libzmq was built without CURVE (zmq_has(\"curve\") "
+			  "is false): no keys, no encryption");
+}
+
+int ps_transport_curve_keypair(uint8_t public_key[PS_CURVE_KEY_LEN],
+			       uint8_t secret_key[PS_CURVE_KEY_LEN], ps_err *e)
+{
+	char pub[PS_CURVE_Z85_LEN + 1], sec[PS_CURVE_Z85_LEN + 1];
+	int rc = PS_OK;
+
+	if (!zmq_has("curve"))
+		return no_curve(e);
+	if (zmq_curve_keypair(pub, sec) != 0 ||
+	    ps_curve_z85_decode(public_key, pub, PS_CURVE_Z85_LEN) != PS_OK ||
+	    ps_curve_z85_decode(secret_key, sec, PS_CURVE_Z85_LEN) != PS_OK)
+		rc = ps_err_set(e, PS_ETRANSPORT, "zmq_curve_keypair: %s",
+				zmq_strerror(zmq_errno()));
+	explicit_bzero(sec, sizeof sec);
+	return rc;
+}
+
+int ps_transport_curve_public(uint8_t public_key[PS_CURVE_KEY_LEN],
+			      const uint8_t secret_key[PS_CURVE_KEY_LEN],
+			      ps_err *e)
+{
+	char pub[PS_CURVE_Z85_LEN + 1], sec[PS_CURVE_Z85_LEN + 1];
+	int rc = PS_OK;
+
+	if (!zmq_has("curve"))
+		return no_curve(e);
+	ps_curve_z85_encode(sec, secret_key);
+	if (zmq_curve_public(pub, sec) != 0 ||
+	    ps_curve_z85_decode(public_key, pub, PS_CURVE_Z85_LEN) != PS_OK)
+		rc = ps_err_set(e, PS_ETRANSPORT, "zmq_curve_public: %s",
+				zmq_strerror(zmq_errno()));
+	explicit_bzero(sec, sizeof sec);
+	return rc;
+}
+
+static int sockopt_failed(ps_err *e, const char *what)
+{
+	return ps_err_set(e, PS_ETRANSPORT, "zmq_setsockopt %s: %s", what,
+			  zmq_strerror(zmq_errno()));
+}
+
+/* Watch sock's handshakes through a PAIR socket on an inproc endpoint of
+ * this transport's own context. Before bind or connect, so that no
+ * event is missed. */
+static int open_monitor(zmq_transport *z, int events, ps_err *e)
+{
+	int zero = 0;
+
+	if (zmq_socket_monitor(z->sock, MONITOR_ENDPOINT, events) < 0)
+		return ps_err_set(e, PS_ETRANSPORT, "zmq_socket_monitor: %s",
+				  zmq_strerror(zmq_errno()));
+	z->monitor = zmq_socket(z->ctx, ZMQ_PAIR);
+	if (!z->monitor ||
+	    zmq_setsockopt(z->monitor, ZMQ_LINGER, &zero, sizeof zero) < 0 ||
+	    zmq_connect(z->monitor, MONITOR_ENDPOINT) < 0)
+		return ps_err_set(e, PS_ETRANSPORT, "monitor socket: %s",
+				  zmq_strerror(zmq_errno()));
+	return PS_OK;
+}
+
+/* CURVE on a listening socket: server keys, the ZAP handler bound before
+ * the socket binds (without a handler libzmq would let every client in)
+ * and the monitor that counts the other failed handshakes. */
+static int listen_curve(zmq_transport *z, const ps_transport_curve *c,
+			ps_err *e)
+{
+	int one = 1, zero = 0, rc;
+
+	if (!zmq_has("curve"))
+		return no_curve(e);
+	if (!c->authorized || ps_curve_keyset_count(c->authorized) == 0)
+		return ps_err_set(e, PS_EINVAL,
+				  "CURVE needs at least one authorized client key");
+	rc = ps_curve_keyset_copy(&z->authorized, c->authorized);
+	if (rc != PS_OK)
+		return ps_err_set(e, rc, "out of memory");
+	rc = ps_transport_curve_public(z->public_key, c->secret_key, e);
+	if (rc != PS_OK)
+		return rc;
+	z->curve = 1;
+	if (zmq_setsockopt(z->sock, ZMQ_CURVE_SERVER, &one, sizeof one) < 0 ||
+	    zmq_setsockopt(z->sock, ZMQ_CURVE_SECRETKEY, c->secret_key,
+			   PS_CURVE_KEY_LEN) < 0 ||
+	    zmq_setsockopt(z->sock, ZMQ_ZAP_DOMAIN, "pserver", 7) < 0)
+		return sockopt_failed(e, "CURVE");
+	z->zap = zmq_socket(z->ctx, ZMQ_REP);
+	if (!z->zap ||
+	    zmq_setsockopt(z->zap, ZMQ_LINGER, &zero, sizeof zero) < 0 ||
+	    zmq_bind(z->zap, ZAP_ENDPOINT) < 0)
+		return ps_err_set(e, PS_ETRANSPORT, "ZAP handler: %s",
+				  zmq_strerror(zmq_errno()));
+	return open_monitor(z,
+			    ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+				    ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL,
+			    e);
+}
+
+/* CURVE on a connecting socket: this side's key pair and the server's
+ * public key. */
+static int connect_curve(zmq_transport *z, const ps_transport_curve *c,
+			 ps_err *e)
+{
+	int rc;
+
+	if (!zmq_has("curve"))
+		return no_curve(e);
+	rc = ps_transport_curve_public(z->public_key, c->secret_key, e);
+	if (rc != PS_OK)
+		return rc;
+	z->curve = 1;
+	if (zmq_setsockopt(z->sock, ZMQ_CURVE_SERVERKEY, c->server_key,
+			   PS_CURVE_KEY_LEN) < 0 ||
+	    zmq_setsockopt(z->sock, ZMQ_CURVE_PUBLICKEY, z->public_key,
+			   PS_CURVE_KEY_LEN) < 0 ||
+	    zmq_setsockopt(z->sock, ZMQ_CURVE_SECRETKEY, c->secret_key,
+			   PS_CURVE_KEY_LEN) < 0)
+		return sockopt_failed(e, "CURVE");
+	return PS_OK;
+}
 
 static int open_socket(zmq_transport **out, int type,
 		       const ps_transport_opts *opts, ps_err *e)
@@ -259,7 +682,7 @@ int ps_transport_zmq_listen(ps_transport **out, const char *endpoint,
 			    const ps_transport_opts *opts, ps_err *e)
 {
 	zmq_transport *z = NULL;
-	int mandatory = 1;
+	int mandatory = 1, hwm = PEER_RCVHWM, handshake = HANDSHAKE_MS;
 	size_t len;
 	int rc = open_socket(&z, ZMQ_ROUTER, opts, e);
 
@@ -267,12 +690,21 @@ int ps_transport_zmq_listen(ps_transport **out, const char *endpoint,
 	if (rc != PS_OK)
 		return rc;
 	z->listening = 1;
-	/* Report a reply to a vanished peer instead of dropping it. */
+	/* Report a reply to a vanished peer instead of dropping it. Bound
+	 * what one peer can queue, and how long a connection may take to
+	 * finish its handshake. */
 	if (zmq_setsockopt(z->sock, ZMQ_ROUTER_MANDATORY, &mandatory,
-			   sizeof mandatory) < 0) {
-		rc = ps_err_set(e, PS_ETRANSPORT, "zmq_setsockopt: %s",
-				zmq_strerror(zmq_errno()));
+			   sizeof mandatory) < 0 ||
+	    zmq_setsockopt(z->sock, ZMQ_RCVHWM, &hwm, sizeof hwm) < 0 ||
+	    zmq_setsockopt(z->sock, ZMQ_HANDSHAKE_IVL, &handshake,
+			   sizeof handshake) < 0) {
+		rc = sockopt_failed(e, "limits");
 		goto out;
+	}
+	if (opts && opts->curve) {
+		rc = listen_curve(z, opts->curve, e);
+		if (rc != PS_OK)
+			goto out;
 	}
 	if (zmq_bind(z->sock, endpoint) < 0) {
 		int err = zmq_errno();
@@ -304,6 +736,20 @@ int ps_transport_zmq_connect(ps_transport **out, const char *endpoint,
 	/* A worker whose server has vanished must not block forever once its
 	 * queue fills: give up after a while and let the caller report it. */
 	int sndtimeo = 30000;
+	if (opts && opts->curve)
+		rc = connect_curve(z, opts->curve, e);
+	if (rc == PS_OK)
+		rc = open_monitor(z,
+				  ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+					  ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+					  ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+					  ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+					  ZMQ_EVENT_DISCONNECTED,
+				  e);
+	if (rc != PS_OK) {
+		zt_destroy(&z->base);
+		return rc;
+	}
 	if (zmq_setsockopt(z->sock, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo) < 0 ||
 	    zmq_connect(z->sock, endpoint) < 0) {
 		int err = zmq_errno();

@@ -15,6 +15,7 @@
 #include "ps_checkpoint.h"
 #include "ps_cli.h"
 #include "ps_cluster.h"
+#include "ps_curve.h"
 #include "ps_mpi.h"
 #include "ps_log.h"
 #include "ps_modelfile.h"
@@ -122,6 +123,44 @@ static int advertised_endpoint(const char *bound, const char *host,
 	return PS_OK;
 }
 
+/* --curve-secret and --curve-authorized: both or neither. Loads the
+ * server's secret key and the authorized client keys into *c (*authorized
+ * owned by the caller) and says so in the log. */
+static int load_curve(const char *secret, const char *dir,
+		      ps_transport_curve *c, ps_curve_keyset **authorized,
+		      ps_err *e)
+{
+	uint8_t pub[PS_CURVE_KEY_LEN];
+	char z85[PS_CURVE_Z85_LEN + 1];
+	unsigned warnings = 0;
+	int rc;
+
+	if (!secret != !dir)
+		return ps_err_set(e, PS_EINVAL,
+				  "--curve-secret and --curve-authorized go "
+				  "together: the server's secret key and the "
+				  "directory of the clients' public keys");
+	rc = ps_curve_key_read(c->secret_key, secret, PS_CURVE_SECRET,
+			       &warnings, e);
+	if (rc != PS_OK)
+		return rc;
+	if (warnings & PS_CURVE_WARN_MODE)
+		ps_log_warn("%s may be read by other users: chmod 600 it",
+			    secret);
+	rc = ps_curve_keyset_load_dir(authorized, dir, e);
+	if (rc != PS_OK)
+		return rc;
+	c->authorized = *authorized;
+	rc = ps_transport_curve_public(pub, c->secret_key, e);
+	if (rc != PS_OK)
+		return rc;
+	ps_curve_z85_encode(z85, pub);
+	ps_log_info("CURVE: server public key %s, %zu authorized client "
+		    "key(s) from %s",
+		    z85, ps_curve_keyset_count(*authorized), dir);
+	return PS_OK;
+}
+
 int main(int argc, char **argv)
 {
 	const char *listen = NULL, *advertise = NULL;
@@ -156,6 +195,10 @@ int main(int argc, char **argv)
 	ps_server_metrics *metrics = NULL;
 	static const char *const levels[] = {"error", "warn", "info", "debug",
 					     NULL};
+	/* CURVE (docs/SECURITY.md) */
+	const char *curve_secret = NULL, *curve_authorized = NULL;
+	ps_transport_curve curve;
+	ps_curve_keyset *authorized = NULL;
 	const ps_cli_opt opts[] = {
 		{"transport", PS_CLI_CHOICE, &transport, "NAME",
 		 "zmq (tcp:// or ipc://), or mpi (under mpirun: MPI point-to-point)",
@@ -256,7 +299,8 @@ int main(int argc, char **argv)
 		 "start from the newest valid checkpoint in --checkpoint-dir (a "
 		 "corrupt one is refused and the next older tried)", 0, -1, NULL},
 		{"max-message-mb", PS_CLI_DOUBLE, &max_message_mb, "MB",
-		 "largest frame accepted (envelope or tensor); a peer sending a larger one is disconnected",
+		 "largest frame accepted (envelope or tensor); a peer sending a larger one is disconnected, "
+		 "and over ZeroMQ a model whose weights are larger is refused at hello",
 		 0.001, 1e6, NULL},
 		{"consistency", PS_CLI_STRING, &consistency, "MODE",
 		 "async (apply pushes on arrival), bsp (one combined step per clock), "
@@ -278,6 +322,14 @@ int main(int argc, char **argv)
 		 "emulated link: hold every outgoing message this long before "
 		 "sending it, without blocking the loop (default 0: off)", 0,
 		 10000, NULL},
+		{"curve-secret", PS_CLI_STRING, &curve_secret, "FILE",
+		 "CURVE: encrypt and authenticate every connection with this server "
+		 "secret key (NAME.key_secret from ps-keygen); needs --curve-authorized",
+		 0, -1, NULL},
+		{"curve-authorized", PS_CLI_STRING, &curve_authorized, "DIR",
+		 "CURVE: let in only clients whose public key file (NAME.key) is in DIR; "
+		 "others are refused, logged and counted (rejected.unauthorized)",
+		 0, -1, NULL},
 		{"check", PS_CLI_FLAG, &check, NULL,
 		 "check the options, then exit without listening", 0, -1,
 		 NULL},
@@ -390,15 +442,38 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
+	memset(&curve, 0, sizeof curve);
+	if (curve_secret || curve_authorized) {
+		if (transport == 1 || (listen && strncmp(listen, "mpi://", 6) == 0)) {
+			fprintf(stderr, "ps-server: --curve-* apply to ZeroMQ "
+					"endpoints; the MPI transport relies on the "
+					"cluster's isolation (docs/SECURITY.md)\n");
+			return 2;
+		}
+		if (load_curve(curve_secret, curve_authorized, &curve,
+			       &authorized, &e) != PS_OK) {
+			fprintf(stderr, "ps-server: %s\n", e.msg);
+			ps_curve_keyset_destroy(&authorized);
+			return 2;
+		}
+		topts.curve = &curve;
+	}
 	if (check) {
-		printf("ok: optimizer %s\n",
+		printf("ok: optimizer %s%s\n",
 		       ps_optim_describe(&cfg.optim, optim_desc,
-					 sizeof optim_desc));
+					 sizeof optim_desc),
+		       topts.curve ? ", CURVE" : "");
+		ps_curve_keyset_destroy(&authorized);
 		return 0;
 	}
 	cfg.idle_timeout = idle_timeout;
 	cfg.eval_grace = eval_grace;
 	cfg.num_evaluators = (uint32_t)evaluators;
+	/* Over ZeroMQ a model whose weights exceed a frame could never be
+	 * pushed or pulled: refuse it at hello, before allocating. MPI peers
+	 * are ranks of the job (and a frame there also holds a header). */
+	if (!(transport == 1 || (listen && strncmp(listen, "mpi://", 6) == 0)))
+		cfg.max_params = (uint64_t)max_message / sizeof(float);
 
 	if (ps_mpi_launched()) {
 		/* Under mpirun the job itself says how many trainers there
@@ -596,6 +671,8 @@ out:
 	ps_server_metrics_close(&metrics);
 	ps_server_destroy(&s);
 	ps_transport_destroy(&t);
+	ps_curve_keyset_destroy(&authorized);
+	explicit_bzero(&curve, sizeof curve);
 	/* On failure under mpirun, skip MPI_Finalize: mpirun then ends the
 	 * whole job instead of waiting for this rank. */
 	if (in_cluster && status == 0)

@@ -257,6 +257,14 @@ static int create_model(ps_server *s, const ps_model_spec *spec, ps_err *e)
 	if (rc != PS_OK)
 		return rc;
 	s->total = ps_model_num_params(m);
+	if (s->cfg.max_params > 0 && s->total > s->cfg.max_params) {
+		rc = ps_err_set(e, PS_ERANGE,
+				"a model of %" PRIu64 " parameters is larger than "
+				"the largest message (%" PRIu64 " parameters; "
+				"--max-message-mb)",
+				s->total, s->cfg.max_params);
+		goto out;
+	}
 	ps_shard_range(s->total, s->cfg.num_shards, s->cfg.shard, &s->base,
 		       &end);
 	s->n = end - s->base;
@@ -1340,6 +1348,7 @@ void ps_server_write_stats_json(const ps_server *s, FILE *f)
 {
 	ps_server_stats st;
 	const ps_server_rejects *r = &st.rejects;
+	ps_transport_refusals ts;
 	uint64_t applied;
 
 	ps_server_get_stats(s, &st);
@@ -1362,14 +1371,19 @@ void ps_server_write_stats_json(const ps_server *s, FILE *f)
 			st.staleness_hist[i]);
 	fprintf(f, "},\n  \"workers\": %u,\n  \"workers_done\": %u,\n",
 		s->cfg.num_workers, st.workers_done);
+	/* Connections the transport refused (CURVE) count as rejections. */
+	ps_transport_get_refusals(s->t, &ts);
 	fprintf(f, "  \"rejected\": {\"total\": %" PRIu64
 		   ", \"malformed\": %" PRIu64 ", \"version\": %" PRIu64
 		   ", \"unknown_worker\": %" PRIu64 ", \"bad_length\": %" PRIu64
 		   ", \"nonfinite\": %" PRIu64 ", \"model_mismatch\": %" PRIu64
-		   ", \"bad_rank\": %" PRIu64 ", \"send_failed\": %" PRIu64 "},\n",
-		st.rejects_total, r->malformed, r->version, r->unknown_worker,
+		   ", \"bad_rank\": %" PRIu64 ", \"send_failed\": %" PRIu64
+		   ", \"unauthorized\": %" PRIu64
+		   ", \"handshake_failed\": %" PRIu64 "},\n",
+		st.rejects_total + ts.unauthorized + ts.handshake_failed,
+		r->malformed, r->version, r->unknown_worker,
 		r->bad_length, r->nonfinite, r->model_mismatch, r->bad_rank,
-		r->send_failed);
+		r->send_failed, ts.unauthorized, ts.handshake_failed);
 	fprintf(f, "  \"consistency\": \"%s\",\n  \"ssp_bound\": %u,\n"
 		   "  \"pushes\": %" PRIu64 ",\n  \"bsp_steps\": %" PRIu64
 		   ",\n  \"pulls_waited\": %" PRIu64 ",\n"

@@ -79,6 +79,11 @@ typedef struct ps_server_config {
 	 * 200 ms) with ps_now(); e.g. ps_server_metrics_tick(). NULL: none. */
 	void (*tick)(void *arg, const struct ps_server *s, double now);
 	void *tick_arg;
+	/* Largest model a hello may ask for, in parameters; 0: no limit.
+	 * The first hello sizes the weights: without a bound one message
+	 * could make the server allocate gigabytes. A model whose weights
+	 * do not fit in one message could not be pulled anyway. */
+	uint64_t max_params;
 } ps_server_config;
 
 /* Counters of everything the server refused; each is also logged. */

@@ -25,6 +25,7 @@ struct fake_transport {
 	size_t fail_left;
 	int fail_rc;
 	size_t refused;
+	ps_transport_refusals stats;
 };
 
 static const struct ps_transport_ops fake_ops;
@@ -115,11 +116,22 @@ static void fake_destroy(ps_transport *t)
 	free(f);
 }
 
+static void fake_refusals(const ps_transport *t, ps_transport_refusals *out)
+{
+	*out = fake_of(t)->stats;
+}
+
+void fake_transport_set_refusals(ps_transport *t, const ps_transport_refusals *st)
+{
+	fake_of(t)->stats = *st;
+}
+
 static const struct ps_transport_ops fake_ops = {
 	.send = fake_send,
 	.recv = fake_recv,
 	.endpoint = fake_endpoint,
 	.destroy = fake_destroy,
+	.refusals = fake_refusals,
 };
 
 int fake_transport_new(ps_transport **out)

@@ -49,4 +49,7 @@ void fake_transport_fail_next(ps_transport *t, size_t n, int rc);
 /* Sends refused so far by fake_transport_fail_next(). */
 size_t fake_transport_refused(const ps_transport *t);
 
+/* What ps_transport_get_refusals() reports from now on (all 0 at first). */
+void fake_transport_set_refusals(ps_transport *t, const ps_transport_refusals *st);
+
 #endif

@@ -2172,6 +2172,67 @@ static void test_server_checkpoint_restores_everything(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* The first hello sizes the weights: one that asks for more parameters
+ * than fit in a message is refused before anything is allocated. */
+static void test_server_refuses_model_beyond_max_params(void **state)
+{
+	fx *f = *state;
+	ps_server_config cfg;
+	ps_err e = { 0, "" };
+	ps_model_spec big = test_spec();
+	const float *w = NULL;
+	const ps_model_spec *spec = NULL;
+	uint64_t n = 0;
+	ps_msg m;
+
+	ps_server_destroy(&f->s);
+	memset(&cfg, 0, sizeof cfg);
+	cfg.num_workers = NUM_WORKERS;
+	cfg.optim.kind = PS_OPTIM_SGD;
+	cfg.optim.lr = LR;
+	cfg.max_params = 15; /* test_spec(): 4 * 3 + 3 = 15 parameters */
+	assert_int_equal(ps_server_new(&f->s, &cfg, f->t, &e), PS_OK);
+	/* An absurd model, and one a single parameter too large. */
+	big.input_dim = 1u << 24;
+	big.output_dim = 127;
+	m = mk_hello(f, PS_ROLE_WORKER, 0, &big);
+	expect_rejected(f, &f->peer[0], &m, NULL, 0, PS_ERANGE,
+			PS_WIRE_ERR_MALFORMED, REJ(malformed));
+	big = test_spec();
+	big.input_dim = 5; /* 5 * 3 + 3 = 18 */
+	m = mk_hello(f, PS_ROLE_EVALUATOR, 0, &big);
+	expect_rejected(f, &f->peer[0], &m, NULL, 0, PS_ERANGE,
+			PS_WIRE_ERR_MALFORMED, REJ(malformed));
+	assert_int_equal(ps_server_weights(f->s, &w, &n, &spec), PS_EINVAL);
+	/* Exactly at the bound is fine. */
+	join_all(f);
+	assert_int_equal(ps_server_weights(f->s, &w, &n, &spec), PS_OK);
+	assert_int_equal(n, 15);
+	assert_still_serving(f);
+}
+
+/* Connections the transport refused (CURVE) appear among the
+ * rejections, and in their total. */
+static void test_server_stats_json_counts_transport_refusals(void **state)
+{
+	fx *f = *state;
+	ps_transport_refusals ts = { .unauthorized = 3, .handshake_failed = 5 };
+	FILE *tmp = tmpfile();
+	char buf[4096];
+	size_t len;
+
+	assert_non_null(tmp);
+	fake_transport_set_refusals(f->t, &ts);
+	ps_server_write_stats_json(f->s, tmp);
+	rewind(tmp);
+	len = fread(buf, 1, sizeof buf - 1, tmp);
+	fclose(tmp);
+	buf[len] = '\0';
+	assert_non_null(strstr(buf, "\"rejected\": {\"total\": 8, "));
+	assert_non_null(strstr(buf, "\"unauthorized\": 3, "
+				    "\"handshake_failed\": 5}"));
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -2183,6 +2244,8 @@ int main(void)
 		T(test_server_drops_rank_that_never_registers),
 		T(test_server_drop_ack_hook),
 		T(test_server_checkpoint_restores_everything),
+		T(test_server_refuses_model_beyond_max_params),
+		T(test_server_stats_json_counts_transport_refusals),
 		T(test_server_hello_again_keeps_state),
 		T(test_server_hello_from_new_peer_takes_over),
 		T(test_server_pull_returns_weights),

@@ -3,7 +3,8 @@
  * mkdtemp directory and tcp://127.0.0.1 on ephemeral ports. Every receive
  * has a bounded timeout and an alarm() watchdog ends the run if anything
  * blocks anyway. Covers envelope + tensor delivery both ways, peer ids,
- * the documented error codes, and the max_message limit.
+ * the documented error codes, the max_message limit, and CURVE: keys,
+ * authorized and refused clients, and what each side is told.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -31,7 +32,7 @@
 static char tmpdir[] = "/tmp/test_ps_transport.XXXXXX";
 
 /* Short linger: destroy never waits for undelivered messages. */
-static const ps_transport_opts quick = {0, 0};
+static const ps_transport_opts quick = {0, 0, NULL};
 
 static int group_setup(void **state)
 {
@@ -102,10 +103,12 @@ static void fill_pattern(uint8_t *p, size_t n, unsigned seed)
 /* The full exchange on one endpoint: client sends envelope + tensor, the
  * server sees both frames and a peer id, replies to that peer with its
  * own envelope + tensor, and the client receives it. */
-static void exchange(const char *endpoint)
+static void exchange_with(const char *endpoint,
+			  const ps_transport_opts *srv_opts,
+			  const ps_transport_opts *cli_opts)
 {
-	ps_transport *srv = listen_ok(endpoint, &quick);
-	ps_transport *cli = connect_ok(ps_transport_endpoint(srv), &quick);
+	ps_transport *srv = listen_ok(endpoint, srv_opts);
+	ps_transport *cli = connect_ok(ps_transport_endpoint(srv), cli_opts);
 	ps_frame f;
 	uint8_t head[37], tensor[4000], rhead[11], rtensor[64];
 
@@ -150,6 +153,11 @@ static void exchange(const char *endpoint)
 	ps_transport_destroy(&srv);
 	assert_null(cli);
 	assert_null(srv);
+}
+
+static void exchange(const char *endpoint)
+{
+	exchange_with(endpoint, &quick, &quick);
 }
 
 /* --- delivery ----------------------------------------------------------- */
@@ -477,7 +485,7 @@ static void test_transport_frame_valid_until_next_recv(void **state)
 static void test_transport_max_message_drops_oversize(void **state)
 {
 	(void)state;
-	const ps_transport_opts limited = {1024, 0};
+	const ps_transport_opts limited = {1024, 0, NULL};
 	ps_transport *srv = listen_ok("tcp://127.0.0.1:*", &limited);
 	ps_transport *cli = connect_ok(ps_transport_endpoint(srv), &quick);
 	ps_frame f;
@@ -614,6 +622,254 @@ static void test_transport_send_queue_full(void **state)
 	free(chunk);
 	ps_transport_destroy(&cli);
 	ps_transport_destroy(&srv);
+}
+
+
+/* --- CURVE ---------------------------------------------------------------- */
+
+/* A key pair from the ZeroMQ guide's examples. */
+static const char guide_public[] = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7";
+static const char guide_secret[] = "JTKVSB%%)wK0E.X)V>+}o?pNmC{O&4W4b!Ni{Lh6";
+
+typedef struct keypair {
+	uint8_t pub[PS_CURVE_KEY_LEN], sec[PS_CURVE_KEY_LEN];
+} keypair;
+
+static keypair new_keypair(void)
+{
+	keypair k;
+	ps_err e = {0, ""};
+	int rc = ps_transport_curve_keypair(k.pub, k.sec, &e);
+	if (rc != PS_OK)
+		fail_msg("keypair: %s", e.msg);
+	return k;
+}
+
+/* A server with key pair `server` letting in `client`'s public key,
+ * and the matching options for a client. */
+typedef struct curve_setup {
+	ps_curve_keyset *authorized;
+	ps_transport_curve srv, cli;
+	ps_transport_opts srv_opts, cli_opts;
+} curve_setup;
+
+static void curve_init(curve_setup *c, const keypair *server,
+		       const keypair *client)
+{
+	memset(c, 0, sizeof *c);
+	assert_int_equal(ps_curve_keyset_new(&c->authorized), PS_OK);
+	assert_int_equal(ps_curve_keyset_add(c->authorized, client->pub),
+			 PS_OK);
+	memcpy(c->srv.secret_key, server->sec, PS_CURVE_KEY_LEN);
+	c->srv.authorized = c->authorized;
+	memcpy(c->cli.secret_key, client->sec, PS_CURVE_KEY_LEN);
+	memcpy(c->cli.server_key, server->pub, PS_CURVE_KEY_LEN);
+	c->srv_opts = quick;
+	c->srv_opts.curve = &c->srv;
+	c->cli_opts = quick;
+	c->cli_opts.curve = &c->cli;
+}
+
+/* Serve the server (ZAP runs inside its recv) while waiting for the
+ * client's receive to fail; returns the client's last status. */
+static int client_outcome(ps_transport *srv, ps_transport *cli)
+{
+	ps_frame f;
+	int rc = PS_ETIMEDOUT;
+	double t0 = now_ms();
+	while (rc == PS_ETIMEDOUT && now_ms() - t0 < WAIT_MS) {
+		int srv_rc = ps_transport_recv(srv, &f, 20);
+		if (srv_rc == PS_OK)
+			fail_msg("the server received a message from a "
+				 "client it should have refused");
+		rc = ps_transport_recv(cli, &f, 0);
+	}
+	return rc;
+}
+
+static void test_transport_curve_keys(void **state)
+{
+	(void)state;
+	uint8_t sec[PS_CURVE_KEY_LEN], pub[PS_CURVE_KEY_LEN];
+	uint8_t derived[PS_CURVE_KEY_LEN];
+	char z85[PS_CURVE_Z85_LEN + 1];
+	ps_err e = {0, ""};
+
+	assert_int_equal(ps_curve_z85_decode(sec, guide_secret,
+					     PS_CURVE_Z85_LEN),
+			 PS_OK);
+	assert_int_equal(ps_transport_curve_public(derived, sec, &e), PS_OK);
+	ps_curve_z85_encode(z85, derived);
+	assert_string_equal(z85, guide_public);
+
+	keypair a = new_keypair(), b = new_keypair();
+	assert_memory_not_equal(a.pub, b.pub, PS_CURVE_KEY_LEN);
+	assert_memory_not_equal(a.sec, b.sec, PS_CURVE_KEY_LEN);
+	assert_int_equal(ps_transport_curve_public(pub, a.sec, &e), PS_OK);
+	assert_memory_equal(pub, a.pub, PS_CURVE_KEY_LEN);
+}
+
+/* An authorized client exchanges messages as without CURVE, over tcp
+ * and ipc, and nothing is counted as refused. */
+static void test_transport_curve_exchange(void **state)
+{
+	(void)state;
+	keypair server = new_keypair(), client = new_keypair();
+	curve_setup c;
+	char ep[PATH_MAX];
+
+	curve_init(&c, &server, &client);
+	exchange_with("tcp://127.0.0.1:*", &c.srv_opts, &c.cli_opts);
+	snprintf(ep, sizeof ep, "ipc://%s/curve.sock", tmpdir);
+	exchange_with(ep, &c.srv_opts, &c.cli_opts);
+
+	ps_transport *srv = listen_ok("tcp://127.0.0.1:*", &c.srv_opts);
+	ps_transport *cli = connect_ok(ps_transport_endpoint(srv), &c.cli_opts);
+	ps_transport_refusals st;
+	ps_frame f;
+	assert_int_equal(ps_transport_send(cli, NULL, "x", 1, NULL, 0), PS_OK);
+	recv_ok(srv, &f);
+	ps_transport_get_refusals(srv, &st);
+	assert_int_equal(st.unauthorized, 0);
+	assert_int_equal(st.handshake_failed, 0);
+	ps_transport_destroy(&cli);
+	ps_transport_destroy(&srv);
+	ps_curve_keyset_destroy(&c.authorized);
+}
+
+/* A client whose key is not in the set is refused by the ZAP handler:
+ * its message never arrives, the server counts it once, and the client
+ * learns why (PS_EAUTH, and again on every later receive). */
+static void test_transport_curve_refuses_unknown_key(void **state)
+{
+	(void)state;
+	keypair server = new_keypair(), client = new_keypair();
+	keypair stranger = new_keypair();
+	curve_setup c, s;
+	ps_transport_refusals st;
+	ps_frame f;
+
+	curve_init(&c, &server, &client);
+	curve_init(&s, &server, &stranger);
+	ps_transport *srv = listen_ok("tcp://127.0.0.1:*", &c.srv_opts);
+	ps_transport *bad = connect_ok(ps_transport_endpoint(srv), &s.cli_opts);
+	assert_int_equal(ps_transport_send(bad, NULL, "let me in", 9, NULL, 0),
+			 PS_OK);
+	assert_int_equal(client_outcome(srv, bad), PS_EAUTH);
+	assert_int_equal(ps_transport_recv(bad, &f, 0), PS_EAUTH);
+	ps_transport_get_refusals(srv, &st);
+	assert_int_equal(st.unauthorized, 1);
+	assert_int_equal(st.handshake_failed, 0);
+
+	/* The authorized client is served all the while. */
+	ps_transport *good = connect_ok(ps_transport_endpoint(srv), &c.cli_opts);
+	assert_int_equal(ps_transport_send(good, NULL, "hi", 2, NULL, 0), PS_OK);
+	recv_ok(srv, &f);
+	assert_int_equal(f.head_len, 2);
+	assert_memory_equal(f.head, "hi", 2);
+	assert_int_equal(ps_transport_recv(srv, &f, 100), PS_ETIMEDOUT);
+
+	/* A refused client's destroy does not linger. */
+	double t0 = now_ms();
+	ps_transport_destroy(&bad);
+	assert_true(now_ms() - t0 < 500);
+	ps_transport_destroy(&good);
+	ps_transport_destroy(&srv);
+	ps_curve_keyset_destroy(&c.authorized);
+	ps_curve_keyset_destroy(&s.authorized);
+}
+
+/* A client without CURVE, and one with the wrong server key, fail their
+ * handshakes: refused, counted, and told. */
+static void test_transport_curve_refuses_plain_and_wrong_server(void **state)
+{
+	(void)state;
+	keypair server = new_keypair(), client = new_keypair();
+	keypair impostor = new_keypair();
+	curve_setup c, w;
+	ps_transport_refusals st;
+
+	curve_init(&c, &server, &client);
+	curve_init(&w, &impostor, &client); /* w.cli trusts the wrong key */
+	ps_transport *srv = listen_ok("tcp://127.0.0.1:*", &c.srv_opts);
+
+	ps_transport *plain = connect_ok(ps_transport_endpoint(srv), &quick);
+	assert_int_equal(ps_transport_send(plain, NULL, "x", 1, NULL, 0),
+			 PS_OK);
+	assert_int_equal(client_outcome(srv, plain), PS_EAUTH);
+	ps_transport_destroy(&plain);
+	ps_transport_get_refusals(srv, &st);
+	assert_true(st.handshake_failed >= 1);
+	assert_int_equal(st.unauthorized, 0);
+	uint64_t before = st.handshake_failed;
+
+	ps_transport *wrong = connect_ok(ps_transport_endpoint(srv), &w.cli_opts);
+	assert_int_equal(ps_transport_send(wrong, NULL, "x", 1, NULL, 0),
+			 PS_OK);
+	assert_int_equal(client_outcome(srv, wrong), PS_EAUTH);
+	ps_transport_destroy(&wrong);
+	ps_transport_get_refusals(srv, &st);
+	assert_true(st.handshake_failed > before);
+	assert_int_equal(st.unauthorized, 0);
+
+	ps_transport_destroy(&srv);
+	ps_curve_keyset_destroy(&c.authorized);
+	ps_curve_keyset_destroy(&w.authorized);
+}
+
+/* A CURVE client of a server without CURVE is told so at once. */
+static void test_transport_curve_client_of_plain_server(void **state)
+{
+	(void)state;
+	keypair server = new_keypair(), client = new_keypair();
+	curve_setup c;
+	ps_transport_refusals st;
+
+	curve_init(&c, &server, &client);
+	ps_transport *srv = listen_ok("tcp://127.0.0.1:*", &quick);
+	ps_transport *cli = connect_ok(ps_transport_endpoint(srv), &c.cli_opts);
+	assert_int_equal(ps_transport_send(cli, NULL, "x", 1, NULL, 0), PS_OK);
+	assert_int_equal(client_outcome(srv, cli), PS_EAUTH);
+	/* A plain server keeps no such counters. */
+	ps_transport_get_refusals(srv, &st);
+	assert_int_equal(st.unauthorized + st.handshake_failed, 0);
+	ps_transport_destroy(&cli);
+	ps_transport_destroy(&srv);
+	ps_curve_keyset_destroy(&c.authorized);
+}
+
+static void test_transport_curve_bad_settings(void **state)
+{
+	(void)state;
+	keypair server = new_keypair(), client = new_keypair();
+	curve_setup c;
+	ps_transport *t = NULL;
+	ps_curve_keyset *empty = NULL;
+	ps_err e = {0, ""};
+
+	curve_init(&c, &server, &client);
+	/* MPI endpoints take no keys, whether or not under mpirun. */
+	assert_int_equal(ps_transport_listen(&t, "mpi://*", &c.srv_opts, &e),
+			 PS_EINVAL);
+	assert_null(t);
+	assert_non_null(strstr(e.msg, "isolation"));
+	assert_int_equal(ps_transport_connect(&t, "mpi://0", &c.cli_opts, &e),
+			 PS_EINVAL);
+	assert_null(t);
+	/* A server that would let nobody in. */
+	assert_int_equal(ps_curve_keyset_new(&empty), PS_OK);
+	c.srv.authorized = empty;
+	assert_int_equal(ps_transport_listen(&t, "tcp://127.0.0.1:*",
+					     &c.srv_opts, &e),
+			 PS_EINVAL);
+	assert_null(t);
+	c.srv.authorized = NULL;
+	assert_int_equal(ps_transport_listen(&t, "tcp://127.0.0.1:*",
+					     &c.srv_opts, &e),
+			 PS_EINVAL);
+	assert_null(t);
+	ps_curve_keyset_destroy(&empty);
+	ps_curve_keyset_destroy(&c.authorized);
 }
 
 /* --- lifetime ------------------------------------------------------------- */
@@ -903,6 +1159,12 @@ int main(void)
 		cmocka_unit_test(test_transport_link_delay_recv_wakes_to_send),
 		cmocka_unit_test(test_transport_link_delay_keeps_order),
 		cmocka_unit_test(test_transport_link_delay_destroy_sends_held),
+		cmocka_unit_test(test_transport_curve_keys),
+		cmocka_unit_test(test_transport_curve_exchange),
+		cmocka_unit_test(test_transport_curve_refuses_unknown_key),
+		cmocka_unit_test(test_transport_curve_refuses_plain_and_wrong_server),
+		cmocka_unit_test(test_transport_curve_client_of_plain_server),
+		cmocka_unit_test(test_transport_curve_bad_settings),
 	};
 	/* Watchdog: a hang anywhere ends the run with SIGALRM. */
 	alarm(120);

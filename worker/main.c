@@ -10,6 +10,7 @@
 
 #include "ps_cli.h"
 #include "ps_cluster.h"
+#include "ps_curve.h"
 #include "ps_mpi.h"
 #include "ps_log.h"
 #include "ps_transport.h"
@@ -21,6 +22,29 @@ static void on_signal(int sig)
 {
 	(void)sig;
 	stop_flag = 1;
+}
+
+/* --curve-secret and --curve-server-key: both or neither. */
+static int load_curve(const char *secret, const char *server_key,
+		      ps_transport_curve *c, ps_err *e)
+{
+	unsigned warnings = 0;
+	int rc;
+
+	if (!secret != !server_key)
+		return ps_err_set(e, PS_EINVAL,
+				  "--curve-secret and --curve-server-key go "
+				  "together: this client's secret key and the "
+				  "server's public key");
+	rc = ps_curve_key_read(c->secret_key, secret, PS_CURVE_SECRET,
+			       &warnings, e);
+	if (rc == PS_OK)
+		rc = ps_curve_key_read(c->server_key, server_key,
+				       PS_CURVE_PUBLIC, NULL, e);
+	if (rc == PS_OK && (warnings & PS_CURVE_WARN_MODE))
+		ps_log_warn("%s may be read by other users: chmod 600 it",
+			    secret);
+	return rc;
 }
 
 int main(int argc, char **argv)
@@ -52,6 +76,9 @@ int main(int argc, char **argv)
 	int fetch_every = 1, push_every = 1;
 	int prefetch = 0;
 	double step_delay_ms = 0;
+	/* CURVE (docs/SECURITY.md) */
+	const char *curve_secret = NULL, *curve_server_key = NULL;
+	ps_transport_curve curve;
 	const ps_cli_opt opts[] = {
 		{"connect", PS_CLI_STRING, &endpoint, "ENDPOINT",
 		 "server endpoint (tcp://HOST:PORT or ipc://PATH); with several "
@@ -145,6 +172,13 @@ int main(int argc, char **argv)
 		{"crash-after", PS_CLI_U64, &crash_after, "STEPS",
 		 "testing aid: exit abruptly (status 3, no bye) after STEPS steps; 0: never",
 		 0, -1, NULL},
+		{"curve-secret", PS_CLI_STRING, &curve_secret, "FILE",
+		 "CURVE: this client's secret key (NAME.key_secret from ps-keygen; "
+		 "the server must hold NAME.key in its --curve-authorized directory)",
+		 0, -1, NULL},
+		{"curve-server-key", PS_CLI_STRING, &curve_server_key, "FILE",
+		 "CURVE: the server's public key (NAME.key); needs --curve-secret",
+		 0, -1, NULL},
 		{"check", PS_CLI_FLAG, &check, NULL,
 		 "check the options, the data and the model, then exit (no server needed)",
 		 0, -1, NULL},
@@ -211,6 +245,20 @@ int main(int argc, char **argv)
 	else
 		snprintf(tag, sizeof tag, "eval");
 	ps_log_setup(tag, (enum ps_log_level)level);
+	memset(&curve, 0, sizeof curve);
+	if (curve_secret || curve_server_key) {
+		rc = load_curve(curve_secret, curve_server_key, &curve, &e);
+		if (rc == PS_OK && strncmp(endpoint, "mpi://", 6) == 0)
+			rc = ps_err_set(&e, PS_EINVAL,
+					"--curve-* apply to ZeroMQ endpoints; "
+					"the MPI transport relies on the "
+					"cluster's isolation (docs/SECURITY.md)");
+		if (rc != PS_OK) {
+			fprintf(stderr, "ps-worker: %s\n", e.msg);
+			return in_cluster ? 1 : 2;
+		}
+		cfg.curve = &curve;
+	}
 	openblas_set_num_threads(1);
 	ps_transport_setup_process();
 

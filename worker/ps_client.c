@@ -129,8 +129,17 @@ static void link_release(link *l, int max_inflight)
 int ps_client_new(ps_client **out, const char *endpoints, double timeout,
 		  int max_inflight, ps_err *e)
 {
+	return ps_client_new_curve(out, endpoints, timeout, max_inflight, NULL,
+				   e);
+}
+
+int ps_client_new_curve(ps_client **out, const char *endpoints,
+			double timeout, int max_inflight,
+			const ps_transport_curve *curve, ps_err *e)
+{
 	ps_client *c = NULL;
-	ps_transport_opts o = {.max_message = 0, .linger_ms = 2000};
+	ps_transport_opts o = {.max_message = 0, .linger_ms = 2000,
+			       .curve = curve};
 	const char *p = endpoints;
 	uint32_t n = 1;
 	int rc = PS_OK;

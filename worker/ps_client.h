@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "ps_error.h"
+#include "ps_transport.h"
 #include "ps_wire.h"
 
 typedef struct ps_client ps_client;
@@ -47,6 +48,13 @@ typedef struct ps_client_stats {
  * result; release with ps_client_destroy(). One thread at a time. */
 int ps_client_new(ps_client **out, const char *endpoint, double timeout,
 		  int max_inflight, ps_err *e) PS_WUR;
+
+/* As ps_client_new(), over a connection secured with CURVE keys (curve
+ * borrowed for the call; NULL: plain, as ps_client_new()). A server that
+ * refuses the keys makes the first wait fail with PS_EAUTH. */
+int ps_client_new_curve(ps_client **out, const char *endpoint,
+			double timeout, int max_inflight,
+			const ps_transport_curve *curve, ps_err *e) PS_WUR;
 
 void ps_client_destroy(ps_client **cp);
 

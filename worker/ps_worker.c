@@ -79,8 +79,8 @@ static int setup(const ps_worker_config *cfg, enum ps_role role,
 	if (rc == PS_OK)
 		rc = ps_model_new(model, &spec, e);
 	if (rc == PS_OK)
-		rc = ps_client_new(client, cfg->endpoint, cfg->timeout,
-				   cfg->max_inflight, e);
+		rc = ps_client_new_curve(client, cfg->endpoint, cfg->timeout,
+					 cfg->max_inflight, cfg->curve, e);
 	if (rc == PS_OK)
 		rc = ps_client_hello(*client, role, cfg->rank, &spec, welcome,
 				     e);

@@ -13,6 +13,7 @@
 #include "ps_dataset.h"
 #include "ps_error.h"
 #include "ps_model.h"
+#include "ps_transport.h"
 
 typedef struct ps_worker_config {
 	const char *endpoint;   /* server to connect to */
@@ -51,6 +52,8 @@ typedef struct ps_worker_config {
 	uint64_t crash_after;   /* testing aid: exit(3) after this many steps
 				 * without a bye; 0: never */
 	volatile int *stop;     /* set non-zero to stop early */
+	/* CURVE keys for the connection (docs/SECURITY.md); NULL: plain. */
+	const ps_transport_curve *curve;
 } ps_worker_config;
 
 /* The model spec every client must agree on, from cfg's model, hidden,

@@ -5,6 +5,14 @@
  * requests before hello, bad hellos and bad pushes. Every one must come
  * back as an Error with the right code. Exit 0 when all did, 1 when one
  * did not, 2 for bad options.
+ *
+ * With --chaos SECONDS it instead keeps up a random stream of hostile
+ * messages for that long (or until the server says training is done):
+ * garbage, truncated envelopes and tensors, valid envelopes with absurd
+ * lengths, NaN pushes, floods of pulls, oversized frames on a connection
+ * of their own, and more. It checks every reply and ends with what it
+ * sent by kind and what the server's rejection counters must therefore
+ * show, as JSON, for the test to compare with the server's stats.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -332,13 +340,466 @@ out:
 	say_bye(p, welcome.worker_id);
 }
 
+
+/* --- chaos: a bounded stream of hostile messages during a real run --- */
+
+enum chaos_kind {
+	K_GARBAGE,
+	K_TRUNCATED_ENVELOPE,
+	K_TRUNCATED_TENSOR,
+	K_ABSURD_PUSH_LENGTH,
+	K_ABSURD_PULL_RANGE,
+	K_ABSURD_HELLO,
+	K_PUSH_BEYOND_MODEL,
+	K_NAN_PUSH,
+	K_WRONG_VERSION,
+	K_UNKNOWN_WORKER,
+	K_BAD_RANK,
+	K_PULL_FLOOD,
+	K_OVERSIZED,
+	K_COUNT
+};
+
+static const char *const kind_names[K_COUNT] = {
+	"garbage",	     "truncated_envelope", "truncated_tensor",
+	"absurd_push_length", "absurd_pull_range", "absurd_hello",
+	"push_beyond_model", "nan_push",	   "wrong_version",
+	"unknown_worker",    "bad_rank",	   "pull_flood",
+	"oversized",
+};
+
+/* The error each kind must draw (UNSPECIFIED: weights, for pulls; or
+ * nothing at all, for an oversized frame ZeroMQ drops unread). */
+static const enum ps_wire_errcode kind_code[K_COUNT] = {
+	PS_WIRE_ERR_MALFORMED,	    PS_WIRE_ERR_MALFORMED,
+	PS_WIRE_ERR_BAD_LENGTH,	    PS_WIRE_ERR_BAD_LENGTH,
+	PS_WIRE_ERR_MALFORMED,	    PS_WIRE_ERR_MODEL_MISMATCH,
+	PS_WIRE_ERR_MALFORMED,	    PS_WIRE_ERR_NONFINITE,
+	PS_WIRE_ERR_VERSION,	    PS_WIRE_ERR_UNKNOWN_WORKER,
+	PS_WIRE_ERR_BAD_RANK,	    PS_WIRE_ERR_UNSPECIFIED,
+	PS_WIRE_ERR_UNSPECIFIED,
+};
+
+/* Replies outstanding at most: below the server's per-peer queue (64),
+ * so that the server never has to drop a reply to this peer. */
+#define WINDOW 48
+#define FLOOD_MAX 32
+
+typedef struct expected {
+	enum chaos_kind kind;
+	uint64_t request_id; /* 0: the envelope cannot be decoded */
+} expected;
+
+typedef struct chaos {
+	badpeer *p;
+	ps_rng rng;
+	uint32_t id;  /* the evaluator id this peer registered */
+	uint64_t n;   /* the model's parameters */
+	float *g;     /* n + 1 floats of scratch gradient */
+	uint8_t *junk; /* random bytes */
+	size_t oversize;
+	expected fifo[WINDOW];
+	size_t head, count; /* replies come in request order */
+	uint64_t sent[K_COUNT], answered[K_COUNT];
+	uint64_t wrong; /* replies that were not what the kind must draw */
+	int done;       /* the server said training is done */
+} chaos;
+
+static void expect(chaos *c, enum chaos_kind kind, uint64_t request_id)
+{
+	c->fifo[(c->head + c->count) % WINDOW] =
+		(expected){kind, request_id};
+	c->count++;
+	c->sent[kind]++;
+}
+
+/* Take in one reply (waiting up to the peer's timeout) and check it
+ * against the oldest outstanding message. */
+static int take_reply(chaos *c, int timeout_ms)
+{
+	ps_frame f;
+	ps_msg m;
+	ps_err e = {0};
+	expected x;
+	int rc = ps_transport_recv(c->p->t, &f, timeout_ms);
+
+	if (rc != PS_OK)
+		return rc;
+	if (c->count == 0) {
+		c->wrong++;
+		printf("FAIL chaos: a reply nobody asked for\n");
+		return PS_OK;
+	}
+	x = c->fifo[c->head];
+	c->head = (c->head + 1) % WINDOW;
+	c->count--;
+	rc = ps_wire_decode(f.head, f.head_len, &m, &e);
+	if (rc == PS_OK)
+		rc = ps_wire_check_tensor(&m, f.tensor_len, &e);
+	if (rc != PS_OK) {
+		c->wrong++;
+		printf("FAIL chaos %s: bad reply: %s\n", kind_names[x.kind],
+		       e.msg);
+		return PS_OK;
+	}
+	if (kind_code[x.kind] == PS_WIRE_ERR_UNSPECIFIED) {
+		if (m.kind == PS_MSG_WEIGHTS && m.request_id == x.request_id &&
+		    f.tensor_len == c->n * sizeof(float)) {
+			c->answered[x.kind]++;
+			if (m.u.weights.training_done)
+				c->done = 1;
+			return PS_OK;
+		}
+	} else if (m.kind == PS_MSG_ERROR && m.u.error.code == kind_code[x.kind] &&
+		   m.request_id == x.request_id) {
+		c->answered[x.kind]++;
+		return PS_OK;
+	}
+	if (c->wrong++ < 10)
+		printf("FAIL chaos %s: request %" PRIu64 " drew %s %s for "
+		       "request %" PRIu64 ": %s\n",
+		       kind_names[x.kind], x.request_id, ps_msg_kind_name(m.kind),
+		       m.kind == PS_MSG_ERROR ? code_name(m.u.error.code) : "",
+		       m.request_id,
+		       m.kind == PS_MSG_ERROR ? m.u.error.message : "");
+	return PS_OK;
+}
+
+/* Make room in the window, then take in whatever else has arrived. */
+static int pace(chaos *c)
+{
+	int rc;
+	while (c->count >= WINDOW) {
+		rc = take_reply(c, (int)(c->p->timeout * 1000));
+		if (rc != PS_OK)
+			return rc;
+	}
+	while (c->count > 0 && take_reply(c, 0) == PS_OK)
+		;
+	return PS_OK;
+}
+
+static int chaos_send(chaos *c, enum chaos_kind kind, const ps_msg *m,
+		      const void *head, size_t hlen, const void *tensor,
+		      size_t tlen)
+{
+	size_t len = 0;
+	int rc;
+
+	if (m) {
+		rc = ps_wire_encode(m, c->p->buf, sizeof c->p->buf, &len);
+		if (rc != PS_OK)
+			return rc;
+		head = c->p->buf;
+		hlen = len;
+	}
+	rc = ps_transport_send(c->p->t, NULL, head, hlen, tensor, tlen);
+	if (rc == PS_OK)
+		expect(c, kind, m && kind != K_TRUNCATED_ENVELOPE ? m->request_id
+								  : 0);
+	return rc;
+}
+
+/* A push of [begin, end) from this peer, with the fields a real one has
+ * (so that a truncated one is cut inside its body). */
+static void chaos_push(chaos *c, ps_msg *m, uint64_t begin, uint64_t end)
+{
+	ps_msg_init(m, PS_MSG_PUSH, c->p->next_id++, c->id);
+	m->u.push.begin = begin;
+	m->u.push.end = end;
+	m->u.push.batch_size = 1;
+	m->u.push.loss = 1.5;
+	m->u.push.seq = m->request_id;
+}
+
+/* An oversized frame, on a connection of its own: ZeroMQ on the server
+ * drops it unread and disconnects the sender. 1 when the disconnect was
+ * seen and no reply came. */
+static int oversized(chaos *c)
+{
+	ps_transport_opts o = {.max_message = 0, .linger_ms = 0};
+	ps_transport *t = NULL;
+	ps_transport_refusals st = {0};
+	ps_err e = {0};
+	uint8_t *big = calloc(1, c->oversize);
+	double deadline = ps_now() + c->p->timeout;
+	int dropped = 0;
+
+	c->sent[K_OVERSIZED]++;
+	if (!big || ps_transport_connect(&t, ps_transport_endpoint(c->p->t), &o,
+					 &e) != PS_OK ||
+	    ps_transport_send(t, NULL, "x", 1, big, c->oversize) != PS_OK)
+		goto out;
+	while (ps_now() < deadline) {
+		ps_frame f;
+		int rc = ps_transport_recv(t, &f, 20);
+		if (rc == PS_OK) {
+			printf("FAIL chaos oversized: the server answered\n");
+			break;
+		}
+		ps_transport_get_refusals(t, &st);
+		if (st.disconnects > 0) {
+			dropped = 1;
+			break;
+		}
+	}
+out:
+	if (dropped)
+		c->answered[K_OVERSIZED]++;
+	else
+		c->wrong++;
+	ps_transport_destroy(&t);
+	free(big);
+	return PS_OK;
+}
+
+static int chaos_one(chaos *c, enum chaos_kind kind)
+{
+	ps_msg m;
+	size_t len, tlen, cut;
+	uint64_t id = 0;
+	int rc = PS_OK;
+
+	switch (kind) {
+	case K_GARBAGE:
+		/* As garbage_case: a first byte no field starts with. */
+		len = 1 + (size_t)ps_rng_below(&c->rng, 3000);
+		for (size_t i = 0; i < len; i++)
+			c->junk[i] = (uint8_t)ps_rng_next(&c->rng);
+		c->junk[0] = 0x0f;
+		tlen = ps_rng_below(&c->rng, 4) == 0
+			       ? (size_t)ps_rng_below(&c->rng, 64)
+			       : 0;
+		return chaos_send(c, kind, NULL, c->junk, len,
+				  c->junk + 3000, tlen);
+	case K_TRUNCATED_ENVELOPE:
+		chaos_push(c, &m, 0, c->n);
+		rc = ps_wire_encode(&m, c->p->buf, sizeof c->p->buf, &len);
+		if (rc != PS_OK)
+			return rc;
+		/* The body is the last field and longer than 8 bytes: any
+		 * cut of 1 to 8 bytes leaves it short. */
+		cut = 1 + (size_t)ps_rng_below(&c->rng, 8);
+		return chaos_send(c, kind, NULL, c->p->buf, len - cut, c->g,
+				  0);
+	case K_TRUNCATED_TENSOR:
+		chaos_push(c, &m, 0, c->n);
+		cut = 1 + (size_t)ps_rng_below(&c->rng, 4 * c->n);
+		return chaos_send(c, kind, &m, NULL, 0, c->g,
+				  c->n * sizeof(float) - cut);
+	case K_ABSURD_PUSH_LENGTH: {
+		static const uint64_t ends[] = {(uint64_t)1 << 32,
+						(uint64_t)1 << 62, UINT64_MAX};
+		chaos_push(c, &m, 0, ends[ps_rng_below(&c->rng, 3)]);
+		return chaos_send(c, kind, &m, NULL, 0, c->g, sizeof(float));
+	}
+	case K_ABSURD_PULL_RANGE: {
+		const uint64_t ends[] = {c->n + 1, (uint64_t)1 << 40,
+					 UINT64_MAX};
+		ps_msg_init(&m, PS_MSG_PULL, c->p->next_id++, c->id);
+		if (ps_rng_below(&c->rng, 4) == 0) {
+			m.u.pull.begin = 5; /* begin > end */
+			m.u.pull.end = 1;
+		} else {
+			m.u.pull.end = ends[ps_rng_below(&c->rng, 3)];
+		}
+		return chaos_send(c, kind, &m, NULL, 0, NULL, 0);
+	}
+	case K_ABSURD_HELLO:
+		ps_msg_init(&m, PS_MSG_HELLO, c->p->next_id++, 0);
+		m.u.hello.role = PS_ROLE_EVALUATOR;
+		snprintf(m.u.hello.model.name, sizeof m.u.hello.model.name,
+			 "softmax");
+		m.u.hello.model.input_dim = 0x7fffffffu;
+		m.u.hello.model.output_dim = 0x7fffffffu;
+		return chaos_send(c, kind, &m, NULL, 0, NULL, 0);
+	case K_PUSH_BEYOND_MODEL:
+		chaos_push(c, &m, c->n, c->n + 1);
+		return chaos_send(c, kind, &m, NULL, 0, c->g, sizeof(float));
+	case K_NAN_PUSH: {
+		size_t at = (size_t)ps_rng_below(&c->rng, c->n);
+		static const float bad[3] = {NAN, INFINITY, -INFINITY};
+		chaos_push(c, &m, 0, c->n);
+		c->g[at] = bad[ps_rng_below(&c->rng, 3)];
+		rc = chaos_send(c, kind, &m, NULL, 0, c->g,
+				c->n * sizeof(float));
+		c->g[at] = 0;
+		return rc;
+	}
+	case K_WRONG_VERSION:
+		ps_msg_init(&m, PS_MSG_PULL, c->p->next_id++, c->id);
+		m.protocol = PS_PROTOCOL_VERSION + 1 +
+			     (uint32_t)ps_rng_below(&c->rng, 1000);
+		m.u.pull.end = c->n;
+		return chaos_send(c, kind, &m, NULL, 0, NULL, 0);
+	case K_UNKNOWN_WORKER:
+		/* Trainer ids belong to other connections; ids up to
+		 * 65535 are never an evaluator's, so never this peer's. */
+		id = 1 + ps_rng_below(&c->rng, 65535);
+		ps_msg_init(&m, PS_MSG_PULL, c->p->next_id++, (uint32_t)id);
+		m.u.pull.end = c->n;
+		return chaos_send(c, kind, &m, NULL, 0, NULL, 0);
+	case K_BAD_RANK:
+		ps_msg_init(&m, PS_MSG_HELLO, c->p->next_id++, 0);
+		m.u.hello.role = PS_ROLE_WORKER;
+		m.u.hello.rank = UINT32_MAX - (uint32_t)ps_rng_below(&c->rng, 100);
+		snprintf(m.u.hello.model.name, sizeof m.u.hello.model.name,
+			 "softmax");
+		m.u.hello.model.input_dim = 1;
+		m.u.hello.model.output_dim = 2;
+		return chaos_send(c, kind, &m, NULL, 0, NULL, 0);
+	case K_PULL_FLOOD: {
+		uint64_t burst = 1 + ps_rng_below(&c->rng, FLOOD_MAX);
+		for (uint64_t i = 0; i < burst && rc == PS_OK; i++) {
+			rc = pace(c);
+			if (rc != PS_OK)
+				break;
+			ps_msg_init(&m, PS_MSG_PULL, c->p->next_id++, c->id);
+			m.u.pull.end = c->n;
+			rc = chaos_send(c, kind, &m, NULL, 0, NULL, 0);
+		}
+		return rc;
+	}
+	case K_OVERSIZED:
+		return oversized(c);
+	case K_COUNT:
+		break;
+	}
+	return PS_EINVAL;
+}
+
+/* Parse --kinds: a comma-separated list of kind names, or "all". */
+static int parse_kinds(const char *list, int on[K_COUNT], ps_err *e)
+{
+	const char *p = list;
+
+	memset(on, 0, K_COUNT * sizeof *on);
+	if (strcmp(list, "all") == 0) {
+		for (int k = 0; k < K_COUNT; k++)
+			on[k] = 1;
+		return PS_OK;
+	}
+	while (*p) {
+		size_t n = strcspn(p, ",");
+		int k;
+		for (k = 0; k < K_COUNT; k++)
+			if (strlen(kind_names[k]) == n &&
+			    strncmp(kind_names[k], p, n) == 0)
+				break;
+		if (k == K_COUNT)
+			return ps_err_set(e, PS_EINVAL, "--kinds: unknown kind '%.*s'",
+					  (int)n, p);
+		on[k] = 1;
+		p += n;
+		if (*p == ',')
+			p++;
+	}
+	return PS_OK;
+}
+
+/* The run: register as an evaluator, send for `seconds`, take in every
+ * outstanding reply, say bye, and print the accounting. */
+static int run_chaos(badpeer *p, const ps_model_spec *spec, uint64_t seed,
+		     double seconds, const int on[K_COUNT], size_t oversize)
+{
+	static chaos c;
+	ps_msg_welcome welcome;
+	enum chaos_kind pick[K_COUNT];
+	int npick = 0, rc = PS_OK;
+	uint64_t total = 0, good = 0;
+	uint64_t counters[PS_WIRE_ERR_SHUTTING_DOWN + 1] = {0};
+	double t0 = ps_now(), last_pull = 0;
+
+	memset(&c, 0, sizeof c);
+	c.p = p;
+	c.oversize = oversize;
+	ps_rng_seed(&c.rng, seed);
+	for (int k = 0; k < K_COUNT; k++)
+		if (on[k] && (k != K_OVERSIZED || oversize > 0))
+			pick[npick++] = (enum chaos_kind)k;
+	if (npick == 0) {
+		printf("FAIL chaos: no kind to send\n");
+		return 1;
+	}
+	if (register_evaluator(p, spec, &welcome) != PS_OK)
+		return 1;
+	c.id = welcome.worker_id;
+	c.n = welcome.num_params;
+	c.g = calloc((size_t)c.n + 1, sizeof *c.g);
+	c.junk = malloc(3000 + 64);
+	if (!c.g || !c.junk) {
+		printf("FAIL chaos: out of memory\n");
+		rc = PS_ENOMEM;
+		goto out;
+	}
+	while (rc == PS_OK && !c.done && ps_now() - t0 < seconds) {
+		enum chaos_kind k = pick[ps_rng_below(&c.rng, (uint64_t)npick)];
+		rc = pace(&c);
+		if (rc != PS_OK)
+			break;
+		/* A pull now and then learns whether training is done,
+		 * whatever the kinds. */
+		if (ps_now() - last_pull > 0.1 && on[K_PULL_FLOOD] == 0) {
+			ps_msg m;
+			ps_msg_init(&m, PS_MSG_PULL, p->next_id++, c.id);
+			m.u.pull.end = c.n;
+			rc = chaos_send(&c, K_PULL_FLOOD, &m, NULL, 0, NULL, 0);
+			last_pull = ps_now();
+			continue;
+		}
+		rc = chaos_one(&c, k);
+	}
+	while (rc == PS_OK && c.count > 0)
+		rc = take_reply(&c, (int)(p->timeout * 1000));
+	if (rc != PS_OK)
+		printf("FAIL chaos: %s with %zu replies outstanding\n",
+		       ps_strerror(rc), c.count);
+out:
+	say_bye(p, welcome.worker_id);
+	for (int k = 0; k < K_COUNT; k++) {
+		total += c.sent[k];
+		good += c.answered[k];
+		if (k != K_PULL_FLOOD && k != K_OVERSIZED)
+			counters[kind_code[k]] += c.sent[k];
+	}
+	printf("ps-badpeer: chaos %.1f s: %" PRIu64 " hostile messages, %" PRIu64
+	       " answered as expected, %" PRIu64 " wrong%s\n",
+	       ps_now() - t0, total, good, c.wrong,
+	       c.done ? "; training done" : "");
+	printf("ps-badpeer: sent {");
+	for (int k = 0; k < K_COUNT; k++)
+		printf("%s\"%s\": %" PRIu64, k ? ", " : "", kind_names[k],
+		       c.sent[k]);
+	printf("}\nps-badpeer: expect {\"malformed\": %" PRIu64
+	       ", \"version\": %" PRIu64 ", \"unknown_worker\": %" PRIu64
+	       ", \"bad_length\": %" PRIu64 ", \"nonfinite\": %" PRIu64
+	       ", \"model_mismatch\": %" PRIu64 ", \"bad_rank\": %" PRIu64
+	       ", \"pulls\": %" PRIu64 ", \"oversized_dropped\": %" PRIu64 "}\n",
+	       counters[PS_WIRE_ERR_MALFORMED], counters[PS_WIRE_ERR_VERSION],
+	       counters[PS_WIRE_ERR_UNKNOWN_WORKER],
+	       counters[PS_WIRE_ERR_BAD_LENGTH], counters[PS_WIRE_ERR_NONFINITE],
+	       counters[PS_WIRE_ERR_MODEL_MISMATCH],
+	       counters[PS_WIRE_ERR_BAD_RANK], c.sent[K_PULL_FLOOD],
+	       c.answered[K_OVERSIZED]);
+	free(c.g);
+	free(c.junk);
+	return rc == PS_OK && c.wrong == 0 && p->failures == 0 && total > 0 &&
+			       good == total
+		       ? 0
+		       : 1;
+}
+
 int main(int argc, char **argv)
 {
-	static const char *const models[] = {"softmax", "linear", NULL};
+	static const char *const models[] = {"softmax", "linear", "logistic",
+					     NULL};
 	const char *endpoint = NULL;
 	int model = 0, input_dim = 0, output_dim = 1;
 	uint64_t seed = 1, garbage_seed = 1;
-	double timeout = 5;
+	double timeout = 5, chaos_seconds = 0;
+	const char *kinds = "all";
+	int on[K_COUNT];
+	uint64_t oversize = 0;
 	const ps_cli_opt opts[] = {
 		{"connect", PS_CLI_STRING, &endpoint, "ENDPOINT",
 		 "server endpoint (tcp://HOST:PORT or ipc://PATH)", 0, -1, NULL},
@@ -355,6 +816,20 @@ int main(int argc, char **argv)
 		 "seed of the garbage bytes", 0, -1, NULL},
 		{"timeout", PS_CLI_DOUBLE, &timeout, "SECONDS",
 		 "how long to wait for each reply", 0.01, 1e6, NULL},
+		{"chaos", PS_CLI_DOUBLE, &chaos_seconds, "SECONDS",
+		 "instead of the cases, send random hostile messages for this long "
+		 "(or until training is done) and print what the server must count",
+		 0, 1e6, NULL},
+		{"kinds", PS_CLI_STRING, &kinds, "LIST",
+		 "chaos: the kinds to send, comma-separated, or all: garbage, "
+		 "truncated_envelope, truncated_tensor, absurd_push_length, "
+		 "absurd_pull_range, absurd_hello, push_beyond_model, nan_push, "
+		 "wrong_version, unknown_worker, bad_rank, pull_flood, oversized",
+		 0, -1, NULL},
+		{"oversize-bytes", PS_CLI_U64, &oversize, "N",
+		 "chaos: the tensor frame size of the oversized kind (above the "
+		 "server's --max-message-mb); 0: none sent",
+		 0, 1 << 30, NULL},
 		{NULL, 0, NULL, NULL, NULL, 0, 0, NULL},
 	};
 	ps_transport_opts topts = {.max_message = 0, .linger_ms = 1000};
@@ -363,6 +838,8 @@ int main(int argc, char **argv)
 	ps_err e = {0};
 	int rc;
 
+	/* Tests watch the output while it runs. */
+	setvbuf(stdout, NULL, _IOLBF, 0);
 	rc = ps_cli_parse("ps-badpeer",
 			  "A hostile client for tests: sends a ps-server messages it must refuse\n"
 			  "and checks that each is answered with the right error code.",
@@ -373,6 +850,8 @@ int main(int argc, char **argv)
 		rc = ps_err_set(&e, PS_EINVAL, "--connect is required");
 	if (rc == PS_OK && input_dim == 0)
 		rc = ps_err_set(&e, PS_EINVAL, "--input-dim is required");
+	if (rc == PS_OK)
+		rc = parse_kinds(kinds, on, &e);
 	if (rc != PS_OK) {
 		fprintf(stderr, "ps-badpeer: %s\n", e.msg);
 		return 2;
@@ -388,6 +867,12 @@ int main(int argc, char **argv)
 	if (rc != PS_OK) {
 		fprintf(stderr, "ps-badpeer: %s\n", e.msg);
 		return 1;
+	}
+	if (chaos_seconds > 0) {
+		rc = run_chaos(&p, &spec, garbage_seed, chaos_seconds, on,
+			       (size_t)oversize);
+		ps_transport_destroy(&p.t);
+		return rc;
 	}
 	run_cases(&p, &spec, garbage_seed);
 	ps_transport_destroy(&p.t);
