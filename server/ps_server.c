@@ -420,10 +420,20 @@ static int handle_hello(ps_server *s, const ps_frame *f, const ps_msg *in)
 		id = h->rank + 1;
 		rejoin_worker(s, slot, h);
 	} else {
-		uint32_t k;
-		for (k = 0; k < s->num_evals; k++)
+		uint32_t k, free_k = MAX_EVALUATORS;
+		for (k = 0; k < s->num_evals; k++) {
 			if (ps_peer_equal(&s->evals[k].peer, &f->from))
 				break;
+			if (s->evals[k].lost && free_k == MAX_EVALUATORS)
+				free_k = k;
+		}
+		/* A slot whose evaluator was dropped as silent is taken
+		 * again before a new one: peers that connect and go quiet
+		 * cannot use up the slots for good. */
+		if (k == s->num_evals && free_k < MAX_EVALUATORS) {
+			k = free_k;
+			memset(&s->evals[k], 0, sizeof s->evals[k]);
+		}
 		if (k == MAX_EVALUATORS)
 			return reject(s, f, in->request_id, PS_ERANGE,
 				      PS_WIRE_ERR_BAD_RANK,
@@ -431,6 +441,7 @@ static int handle_hello(ps_server *s, const ps_frame *f, const ps_msg *in)
 		if (k == s->num_evals)
 			s->num_evals++;
 		slot = &s->evals[k];
+		slot->lost = 0;
 		id = EVAL_ID_BASE + k;
 	}
 	slot->registered = 1;
@@ -1064,6 +1075,16 @@ void ps_server_check_liveness(ps_server *s, double now)
 				    "the first one; carrying on without it until "
 				    "it does", r, now - since);
 	}
+	/* Evaluators too, so that their slots can be taken again. */
+	for (uint32_t k = 0; k < s->num_evals; k++) {
+		peer_slot *v = &s->evals[k];
+		if (!v->registered || v->done || v->lost ||
+		    now - v->last_heard <= s->cfg.worker_timeout)
+			continue;
+		v->lost = 1;
+		ps_log_warn("evaluator %u dropped: nothing heard for %.1f s", k,
+			    now - v->last_heard);
+	}
 	if (!dropped)
 		return;
 	/* Nobody waits for the dropped: a step or a held pull may be due. */
@@ -1085,7 +1106,7 @@ static int evaluators_done(const ps_server *s)
 	if (s->num_evals < s->cfg.num_evaluators)
 		return 0;
 	for (uint32_t k = 0; k < s->num_evals; k++)
-		if (!s->evals[k].done)
+		if (!s->evals[k].done && !s->evals[k].lost)
 			return 0;
 	return 1;
 }

@@ -1108,6 +1108,52 @@ static void test_server_rejects_evaluators_beyond_capacity(void **state)
 	assert_still_serving(f);
 }
 
+static void use_server_cfg(fx *f, ps_server_config *cfg);
+
+/* Evaluators that go silent are dropped after worker_timeout and their
+ * slots taken again: peers that connect and say nothing more cannot keep
+ * the real evaluator out for good. */
+static void test_server_silent_evaluators_free_their_slots(void **state)
+{
+	fx *f = *state;
+	ps_server_config cfg;
+	ps_model_spec spec = test_spec();
+	ps_peer p;
+	ps_msg m, r;
+	uint8_t k, full;
+
+	memset(&cfg, 0, sizeof cfg);
+	cfg.worker_timeout = 0.1;
+	cfg.heartbeat = 0.02;
+	use_server_cfg(f, &cfg);
+	join(f, 0);
+	for (k = 0; k < 200; k++) {
+		p = make_peer(0);
+		p.id[0] = 'e';
+		p.id[4] = k;
+		m = mk_hello(f, PS_ROLE_EVALUATOR, 0, &spec);
+		if (feed(f, &p, &m, NULL, 0) != PS_OK)
+			break;
+		take_reply(f, &p, &r);
+	}
+	full = k;
+	take_reply(f, &p, &r);
+	assert_int_equal(r.u.error.code, PS_WIRE_ERR_BAD_RANK);
+	ps_server_check_liveness(f->s, ps_now() + 1);
+	/* The newcomer gets a slot now, and the old ones are unknown. */
+	p.id[4] = 250;
+	m = mk_hello(f, PS_ROLE_EVALUATOR, 0, &spec);
+	assert_int_equal(feed(f, &p, &m, NULL, 0), PS_OK);
+	take_reply(f, &p, &r);
+	assert_int_equal(r.kind, PS_MSG_WELCOME);
+	assert_true(r.u.welcome.worker_id >= 0x10000u &&
+		    r.u.welcome.worker_id < 0x10000u + full);
+	p.id[4] = 1;
+	m = mk_pull(f, 0x10000u + 1, 0, NPARAMS);
+	assert_int_equal(feed(f, &p, &m, NULL, 0), PS_EUNKNOWN_WORKER);
+	take_reply(f, &p, &r);
+}
+
 /* --- end of training ----------------------------------------------------- */
 
 static void test_server_bye_from_every_worker_ends_training(void **state)
@@ -2269,6 +2315,7 @@ int main(void)
 		T(test_server_count_malformed_answers_sender),
 		T(test_server_evaluator_pulls_and_is_not_a_worker),
 		T(test_server_rejects_evaluators_beyond_capacity),
+		T(test_server_silent_evaluators_free_their_slots),
 		T(test_server_bye_from_every_worker_ends_training),
 		T(test_server_hello_after_bye_reopens_worker),
 		T(test_server_anonymous_peer_gets_no_reply),
