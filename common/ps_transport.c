@@ -87,6 +87,11 @@ void ps_transport_setup_process(void)
 	 * also stops glibc from moving it. */
 	mallopt(M_MMAP_THRESHOLD, 32 << 20);
 	mallopt(M_TRIM_THRESHOLD, 256 << 20);
+	/* Messages above that threshold (a model of more than 8M floats)
+	 * would still be mapped afresh each time: 9M-float pushes ran at
+	 * 3.7/s against 20/s for 7M. With no mmap at all every buffer comes
+	 * from the heap and is reused. */
+	mallopt(M_MMAP_MAX, 0);
 #endif
 }
 

@@ -22,6 +22,7 @@
 #include "ps_cli.h"
 #include "ps_client.h"
 #include "ps_log.h"
+#include "ps_transport.h"
 
 extern char **environ;
 
@@ -211,6 +212,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	ps_log_setup("bench", PS_LOG_WARN);
+	/* As ps-worker does: large messages reuse heap buffers. */
+	ps_transport_setup_process();
 	signal(SIGPIPE, SIG_IGN);
 	snprintf(csv_path, sizeof csv_path, "%s/shards.csv", out);
 	csv = fopen(csv_path, "w");
