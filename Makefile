@@ -4,11 +4,15 @@
 #   make test       install missing packages, build, run every test
 #   make check      build and run every test (no package installation)
 #   make SANITIZE=address,undefined check   sanitizer build in build-san/
+#   make fuzz       libFuzzer harnesses (clang) in build-fuzz/, each run for
+#                   FUZZ_SECONDS; make fuzz-smoke runs each for 10 s
 #   make V=1        show full commands
 # The project's flags live apart from CFLAGS/LDFLAGS, so `make CFLAGS=-g`
 # adds to them instead of replacing them.
 
-ifdef SANITIZE
+ifdef FUZZ
+BUILD ?= build-fuzz
+else ifdef SANITIZE
 BUILD ?= build-san
 else
 BUILD ?= build
@@ -37,6 +41,12 @@ endif
 ifdef SANITIZE
 PS_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 PS_LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+# The fuzzing build (make fuzz, with clang): the library and the harnesses
+# get libFuzzer's coverage instrumentation; only the harnesses link its
+# main().
+ifdef FUZZ
+PS_CFLAGS += -fsanitize=fuzzer-no-link
 endif
 
 # Deferred (=) so that `make test` can install packages before anything
@@ -80,8 +90,11 @@ LIBS_A := $(BUILD)/lib/libpsserver.a $(BUILD)/lib/libpsworker.a $(BUILD)/lib/lib
 BINS := $(BUILD)/bin/ps-server $(BUILD)/bin/ps-worker $(BUILD)/bin/ps-eval
 # Programs the integration tests drive (a hostile client; the synchronous
 # SGD oracle the consistency tests compare the cluster with; the transport
-# benchmark, run briefly so that it keeps working).
-TOOLS := $(BUILD)/bin/ps-badpeer $(BUILD)/bin/ps-sgd-oracle $(BUILD)/bin/ps-bench-transport
+# benchmark, run briefly so that it keeps working), and the generator of
+# the fuzzing seed corpora (`make fuzz-seeds`), built so that it keeps
+# compiling.
+TOOLS := $(BUILD)/bin/ps-badpeer $(BUILD)/bin/ps-sgd-oracle $(BUILD)/bin/ps-bench-transport \
+	$(BUILD)/bin/ps-fuzz-seeds
 TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
 .PHONY: all deps check-deps run test check unit integration sanitize clean format
@@ -143,6 +156,7 @@ $(BUILD)/bin/ps-sgd-oracle: $(BUILD)/obj/tests/tools/ps-sgd-oracle.o $(BUILD)/li
 	$(BUILD)/lib/libpsserver.a $(BUILD)/lib/libpscommon.a
 $(BUILD)/bin/ps-bench-transport: $(BUILD)/obj/tests/bench/ps-bench-transport.o \
 	$(BUILD)/lib/libpsworker.a $(BUILD)/lib/libpsserver.a $(BUILD)/lib/libpscommon.a
+$(BUILD)/bin/ps-fuzz-seeds: $(BUILD)/obj/tests/fuzz/make_seeds.o $(BUILD)/lib/libpscommon.a
 $(BINS) $(TOOLS):
 	$(call msg,LINK,$@)
 	@mkdir -p $(@D)
@@ -151,7 +165,7 @@ $(BINS) $(TOOLS):
 $(BUILD)/obj/tests/%.o: tests/%.c $(BUILD)/flags | $(GEN_H)
 	$(call msg,CC,$<)
 	@mkdir -p $(@D)
-	$(Q)$(CC) $(ALL_CFLAGS) $(CMOCKA_CFLAGS) -Wno-missing-prototypes -c $< -o $@
+	$(Q)$(CC) $(ALL_CFLAGS) $(CMOCKA_CFLAGS) -Itests -Wno-missing-prototypes -c $< -o $@
 
 # Test objects are only reached through the pattern rule below; keep make
 # from deleting them as intermediates (and recompiling them every time).
@@ -160,6 +174,18 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_SUPPORT_OBJ) $(LIBS_A)
 	$(call msg,LINK,$@)
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) $^ -o $@ $(ALL_LDFLAGS) $(PKG_LIBS) $(CMOCKA_LIBS)
+
+# --- fuzzing harnesses (tests/fuzz/; docs/TESTING.md) ----------------------
+# Built only in the FUZZ=1 sub-make of `make fuzz`, with clang into
+# build-fuzz/: the harness objects link libFuzzer's main() and the fake
+# transport (the server harness answers through it).
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZERS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
+.SECONDARY: $(call obj,$(FUZZ_SRC))
+$(BUILD)/fuzz/%: $(BUILD)/obj/tests/fuzz/%.o $(TEST_SUPPORT_OBJ) $(LIBS_A)
+	$(call msg,LINK,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer $^ -o $@ $(ALL_LDFLAGS) $(PKG_LIBS) $(CMOCKA_LIBS)
 
 # --- the two README jobs ---------------------------------------------------
 # `make run ARGS="--workers 4 --epochs 3"` passes options to the launcher.
@@ -201,8 +227,39 @@ bench-transport: $(BUILD)/bin/ps-bench-transport
 	OMPI_MCA_btl=$${OMPI_MCA_btl:-self,vader} \
 	timeout 900 mpirun -np 2 $< --out $$d $(TRANSPORT_ARGS) </dev/null
 
+# --- fuzzing: `make fuzz FUZZ_SECONDS=N`, `make fuzz-smoke` ------------------
+# Builds the harnesses of tests/fuzz/ with clang into build-fuzz/ and runs
+# each for FUZZ_SECONDS (FUZZ_JOBS at a time) from its seed corpus and its
+# regression inputs; new inputs go to build-fuzz/corpus/, crashing ones to
+# build-fuzz/artifacts/. Fails if any harness crashes.
+FUZZ_CC ?= clang
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_JOBS ?= 2
+.PHONY: fuzz fuzz-smoke fuzz-build fuzz-bins fuzz-seeds
+fuzz-build:
+	@command -v $(FUZZ_CC) >/dev/null 2>&1 || { echo "error: $(FUZZ_CC) not found: install the Debian package clang (scripts/install-deps does it)" >&2; exit 1; }
+	@echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n); int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { (void)d; return (int)n * 0; }' | \
+		$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -x c - -o /dev/null 2>/dev/null || \
+		{ echo "error: $(FUZZ_CC) cannot link -fsanitize=fuzzer,address,undefined: install the Debian package libclang-rt-dev (scripts/install-deps does it)" >&2; exit 1; }
+	@$(MAKE) --no-print-directory FUZZ=1 SANITIZE=address,undefined \
+		BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) fuzz-bins
+
+fuzz-bins: $(FUZZERS)
+
+fuzz: fuzz-build
+	scripts/run-fuzz --build $(FUZZ_BUILD) --seconds $(FUZZ_SECONDS) --jobs $(FUZZ_JOBS)
+
+fuzz-smoke: fuzz-build
+	scripts/run-fuzz --build $(FUZZ_BUILD) --seconds $(FUZZ_SMOKE_SECONDS) --jobs $(FUZZ_JOBS)
+
+# Rewrite the seed corpora of tests/fuzz/corpus/ from the generator.
+fuzz-seeds: $(BUILD)/bin/ps-fuzz-seeds
+	$< tests/fuzz/corpus
+
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 
 format:
 	clang-format -i common/*.[ch] server/*.[ch] worker/*.[ch] tests/*.c
