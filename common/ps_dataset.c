@@ -233,7 +233,7 @@ static int idx_open(struct idx_file *idx, const char *path,
 	/* Each factor is below 2^32 and the running product stays at or
 	 * below 2^24 until we stop, so the product cannot overflow. */
 	for (unsigned i = 1; i < nd; i++) {
-		uint32_t d = be32(hdr + 4 + 4 * i);
+		uint32_t d = be32(hdr + 4 + 4 * (size_t)i);
 		dim *= d;
 		if (d == 0 || dim > IDX_MAX_DIM) {
 			rc = ps_err_set(e, PS_EFORMAT,
@@ -400,14 +400,17 @@ static void advise_huge(void *p, size_t len)
 }
 
 /* An owning dataset of n rows of dim floats, contents unset. what names
- * the source in the error message. */
+ * the source in the error message. Every caller has checked that both
+ * sizes are at least 1 (an IDX header, a synthetic N, a selection that
+ * found rows), so no allocation is ever of 0 bytes. */
 static int dataset_alloc(ps_dataset **out, size_t n, size_t dim,
 			 const char *what, ps_err *e)
 {
 	ps_dataset *d = NULL;
 	int rc = PS_OK;
 
-	if (dim != 0 && n > SIZE_MAX / sizeof(float) / dim) {
+	assert(n > 0 && dim > 0);
+	if (n > SIZE_MAX / sizeof(float) / dim) {
 		rc = ps_err_set(e, PS_ENOMEM,
 				"%s: %zu rows of %zu floats do not fit in "
 				"memory",
@@ -719,14 +722,11 @@ static char *join_path(const char *dir, const char *file)
 {
 	size_t dl = strlen(dir), fl = strlen(file);
 	int slash = dl > 0 && dir[dl - 1] != '/';
-	char *p = malloc(dl + slash + fl + 1);
+	size_t len = dl + slash + fl + 1;
+	char *p = malloc(len);
 
-	if (p) {
-		memcpy(p, dir, dl);
-		if (slash)
-			p[dl] = '/';
-		memcpy(p + dl + slash, file, fl + 1);
-	}
+	if (p)
+		snprintf(p, len, "%s%s%s", dir, slash ? "/" : "", file);
 	return p;
 }
 
