@@ -214,15 +214,15 @@ def stop_tree(proc, grace=10.0):
 
 # --- ps-server -------------------------------------------------------------
 
-def start_server(procs, tmp, args, name="server", start_timeout=10.0):
+def start_server(procs, tmp, args, name="server", start_timeout=10.0, prefix=()):
     """Start ps-server on 127.0.0.1 with an ephemeral port and wait (bounded)
     for its endpoint file. Returns (Popen, endpoint); the log is
-    tmp/<name>.log."""
+    tmp/<name>.log. prefix is a command to run it under (valgrind ...)."""
     need(SERVER)
     ep_file = os.path.join(tmp, name + ".endpoint")
     log = os.path.join(tmp, name + ".log")
-    p = procs.start([SERVER, "--listen", "tcp://127.0.0.1:*",
-                     "--endpoint-file", ep_file] + list(args), log)
+    p = procs.start(list(prefix) + [SERVER, "--listen", "tcp://127.0.0.1:*",
+                                     "--endpoint-file", ep_file] + list(args), log)
     try:
         wait_for(lambda: os.path.exists(ep_file), start_timeout,
                  "ps-server endpoint file", proc=p)
