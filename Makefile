@@ -1,9 +1,10 @@
 # pserver: one non-recursive GNU Makefile, out-of-tree build.
 #   make            build the binaries (build/bin/ps-server, ps-worker, ps-eval)
 #   make run        install missing packages, build, train on Fashion-MNIST
-#   make test       install missing packages, build, run every test
+#   make test       install missing packages, then check-all
 #   make check      build and run every test (no package installation)
 #   make SANITIZE=address,undefined check   sanitizer build in build-san/
+#   make check-all  check, then the sanitizer build's check, then fuzz-smoke
 #   make fuzz       libFuzzer harnesses (clang) in build-fuzz/, each run for
 #                   FUZZ_SECONDS; make fuzz-smoke runs each for 10 s
 #   make lint       cppcheck and clang-tidy over common/ server/ worker/
@@ -195,7 +196,7 @@ run: deps
 	scripts/ps-launch --build $(BUILD) $(ARGS)
 
 test: deps
-	$(MAKE) --no-print-directory check
+	$(MAKE) --no-print-directory check-all
 
 check: all $(TESTS) $(TOOLS)
 	scripts/run-tests --build $(BUILD)
@@ -228,11 +229,36 @@ bench-transport: $(BUILD)/bin/ps-bench-transport
 	OMPI_MCA_btl=$${OMPI_MCA_btl:-self,vader} \
 	timeout 900 mpirun -np 2 $< --out $$d $(TRANSPORT_ARGS) </dev/null
 
+# `make check-all`: what `make test` runs after installing packages. The
+# plain suite; the same suite built with AddressSanitizer and UBSan into
+# build-san/, with every time bound of the tests tripled (the code runs
+# 2-3x slower there, Open MPI under LeakSanitizer more); then a short run
+# of every fuzzing harness (docs/TESTING.md). Stops at the first failure.
+# Each build runs CHECK_JOBS compilers at once (the tests run one at a
+# time whatever -j says).
+CHECK_JOBS ?= $(shell nproc 2>/dev/null || echo 1)
+.PHONY: check-all check-san build-check
+check-all:
+	@t0=$$(date +%s); \
+	$(MAKE) --no-print-directory -j$(CHECK_JOBS) build-check && \
+	$(MAKE) --no-print-directory check && \
+	$(MAKE) --no-print-directory check-san && \
+	$(MAKE) --no-print-directory fuzz-smoke && \
+	echo "check-all: passed (check, check-san, fuzz-smoke) in $$(($$(date +%s) - t0)) s"
+
+check-san:
+	@$(MAKE) --no-print-directory -j$(CHECK_JOBS) SANITIZE=address,undefined build-check
+	PS_TEST_TIME_SCALE=3 $(MAKE) --no-print-directory SANITIZE=address,undefined check
+
+# Everything `check` runs, built only.
+build-check: all $(TESTS) $(TOOLS)
+
 # --- fuzzing: `make fuzz FUZZ_SECONDS=N`, `make fuzz-smoke` ------------------
-# Builds the harnesses of tests/fuzz/ with clang into build-fuzz/ and runs
-# each for FUZZ_SECONDS (FUZZ_JOBS at a time) from its seed corpus and its
-# regression inputs; new inputs go to build-fuzz/corpus/, crashing ones to
-# build-fuzz/artifacts/. Fails if any harness crashes.
+# Builds the harnesses of tests/fuzz/ with clang into build-fuzz/
+# (CHECK_JOBS compilers at once) and runs each for FUZZ_SECONDS (FUZZ_JOBS
+# at a time) from its seed corpus and its regression inputs; new inputs go
+# to build-fuzz/corpus/, crashing ones to build-fuzz/artifacts/. Fails if
+# any harness crashes.
 FUZZ_CC ?= clang
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
@@ -244,7 +270,7 @@ fuzz-build:
 	@echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n); int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { (void)d; return (int)n * 0; }' | \
 		$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -x c - -o /dev/null 2>/dev/null || \
 		{ echo "error: $(FUZZ_CC) cannot link -fsanitize=fuzzer,address,undefined: install the Debian package libclang-rt-dev (scripts/install-deps does it)" >&2; exit 1; }
-	@$(MAKE) --no-print-directory FUZZ=1 SANITIZE=address,undefined \
+	@$(MAKE) --no-print-directory -j$(CHECK_JOBS) FUZZ=1 SANITIZE=address,undefined \
 		BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) fuzz-bins
 
 fuzz-bins: $(FUZZERS)

@@ -24,8 +24,7 @@ def need_valgrind():
     path = shutil.which("valgrind")
     if not path:
         raise pslib.Skip("valgrind not found (Debian package valgrind)")
-    flags = pslib.read_text(os.path.join(pslib.BUILD, "flags"))
-    if "-fsanitize" in flags:
+    if pslib.sanitizer_build():
         raise pslib.Skip("sanitizer build (%s): valgrind cannot run "
                          "AddressSanitizer binaries" % pslib.BUILD)
     pslib.need(pslib.SERVER, pslib.WORKER)
