@@ -2,16 +2,22 @@
 #   make            build the binaries (build/bin/ps-server, ps-worker, ps-eval,
 #                   ps-keygen)
 #   make run        install missing packages, build, train on Fashion-MNIST
-#   make test       install missing packages, build, run every test
+#   make test       install missing packages, then check-all
 #   make check      build and run every test (no package installation)
 #   make SANITIZE=address,undefined check   sanitizer build in build-san/
-#   make bench      the MLP against PyTorch (bench-mlp), then the
-#                   micro-benchmarks (bench-micro); docs/EXPERIMENTS.md
+#   make bench      the MLP against PyTorch (bench-mlp), the
+#                   micro-benchmarks (bench-micro), the shards (bench-shards)
+#   make check-all  check, then the sanitizer build's check, then fuzz-smoke
+#   make fuzz       libFuzzer harnesses (clang) in build-fuzz/, each run for
+#                   FUZZ_SECONDS; make fuzz-smoke runs each for 10 s
+#   make lint       cppcheck and clang-tidy over common/ server/ worker/
 #   make V=1        show full commands
 # The project's flags live apart from CFLAGS/LDFLAGS, so `make CFLAGS=-g`
 # adds to them instead of replacing them.
 
-ifdef SANITIZE
+ifdef FUZZ
+BUILD ?= build-fuzz
+else ifdef SANITIZE
 BUILD ?= build-san
 else
 BUILD ?= build
@@ -40,6 +46,12 @@ endif
 ifdef SANITIZE
 PS_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 PS_LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+# The fuzzing build (make fuzz, with clang): the library and the harnesses
+# get libFuzzer's coverage instrumentation; only the harnesses link its
+# main().
+ifdef FUZZ
+PS_CFLAGS += -fsanitize=fuzzer-no-link
 endif
 
 # Deferred (=) so that `make test` can install packages before anything
@@ -85,9 +97,10 @@ BINS := $(BUILD)/bin/ps-server $(BUILD)/bin/ps-worker $(BUILD)/bin/ps-eval \
 # Programs the integration tests drive (a hostile client; the synchronous
 # SGD oracle the consistency tests compare the cluster with; the
 # micro-benchmarks and the shard benchmark, run briefly so that they keep
-# working).
+# working), and the generator of the fuzzing seed corpora (`make
+# fuzz-seeds`), built so that it keeps compiling.
 TOOLS := $(BUILD)/bin/ps-badpeer $(BUILD)/bin/ps-sgd-oracle $(BUILD)/bin/ps-bench-micro \
-	$(BUILD)/bin/ps-bench-shards
+	$(BUILD)/bin/ps-bench-shards $(BUILD)/bin/ps-fuzz-seeds
 TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
 .PHONY: all deps check-deps run test check unit integration sanitize clean format
@@ -152,6 +165,7 @@ $(BUILD)/bin/ps-bench-micro: $(BUILD)/obj/tests/bench/ps-bench-micro.o \
 	$(BUILD)/lib/libpsworker.a $(BUILD)/lib/libpsserver.a $(BUILD)/lib/libpscommon.a
 $(BUILD)/bin/ps-bench-shards: $(BUILD)/obj/tests/bench/ps-bench-shards.o \
 	$(BUILD)/lib/libpsworker.a $(BUILD)/lib/libpscommon.a
+$(BUILD)/bin/ps-fuzz-seeds: $(BUILD)/obj/tests/fuzz/make_seeds.o $(BUILD)/lib/libpscommon.a
 $(BINS) $(TOOLS):
 	$(call msg,LINK,$@)
 	@mkdir -p $(@D)
@@ -160,7 +174,7 @@ $(BINS) $(TOOLS):
 $(BUILD)/obj/tests/%.o: tests/%.c $(BUILD)/flags | $(GEN_H)
 	$(call msg,CC,$<)
 	@mkdir -p $(@D)
-	$(Q)$(CC) $(ALL_CFLAGS) $(CMOCKA_CFLAGS) -Wno-missing-prototypes -c $< -o $@
+	$(Q)$(CC) $(ALL_CFLAGS) $(CMOCKA_CFLAGS) -Itests -Wno-missing-prototypes -c $< -o $@
 
 # Test objects are only reached through the pattern rule below; keep make
 # from deleting them as intermediates (and recompiling them every time).
@@ -170,6 +184,18 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_SUPPORT_OBJ) $(LIBS_A)
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) $^ -o $@ $(ALL_LDFLAGS) $(PKG_LIBS) $(CMOCKA_LIBS)
 
+# --- fuzzing harnesses (tests/fuzz/; docs/TESTING.md) ----------------------
+# Built only in the FUZZ=1 sub-make of `make fuzz`, with clang into
+# build-fuzz/: the harness objects link libFuzzer's main() and the fake
+# transport (the server harness answers through it).
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZERS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
+.SECONDARY: $(call obj,$(FUZZ_SRC))
+$(BUILD)/fuzz/%: $(BUILD)/obj/tests/fuzz/%.o $(TEST_SUPPORT_OBJ) $(LIBS_A)
+	$(call msg,LINK,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer $^ -o $@ $(ALL_LDFLAGS) $(PKG_LIBS) $(CMOCKA_LIBS)
+
 # --- the two README jobs ---------------------------------------------------
 # `make run ARGS="--workers 4 --epochs 3"` passes options to the launcher.
 run: deps
@@ -177,7 +203,7 @@ run: deps
 	scripts/ps-launch --build $(BUILD) $(ARGS)
 
 test: deps
-	$(MAKE) --no-print-directory check
+	$(MAKE) --no-print-directory check-all
 
 check: all $(TESTS) $(TOOLS)
 	scripts/run-tests --build $(BUILD)
@@ -231,8 +257,97 @@ bench-shards: $(BUILD)/bin/ps-bench-shards $(BUILD)/bin/ps-server
 	@d=runs/bench-shards-$$(date +%Y%m%d-%H%M%S) && mkdir -p $$d && \
 	timeout 900 $< --server $(BUILD)/bin/ps-server --out $$d $(SHARDS_ARGS)
 
+# `make check-all`: what `make test` runs after installing packages. The
+# plain suite; the same suite built with AddressSanitizer and UBSan into
+# build-san/, with every time bound of the tests tripled (the code runs
+# 2-3x slower there, Open MPI under LeakSanitizer more); then a short run
+# of every fuzzing harness (docs/TESTING.md). Stops at the first failure.
+# Each build runs CHECK_JOBS compilers at once (the tests run one at a
+# time whatever -j says).
+CHECK_JOBS ?= $(shell nproc 2>/dev/null || echo 1)
+.PHONY: check-all check-san build-check
+check-all:
+	@t0=$$(date +%s); \
+	$(MAKE) --no-print-directory -j$(CHECK_JOBS) build-check && \
+	$(MAKE) --no-print-directory check && \
+	$(MAKE) --no-print-directory check-san && \
+	$(MAKE) --no-print-directory fuzz-smoke && \
+	echo "check-all: passed (check, check-san, fuzz-smoke) in $$(($$(date +%s) - t0)) s"
+
+check-san:
+	@$(MAKE) --no-print-directory -j$(CHECK_JOBS) SANITIZE=address,undefined build-check
+	PS_TEST_TIME_SCALE=3 $(MAKE) --no-print-directory SANITIZE=address,undefined check
+
+# Everything `check` runs, built only.
+build-check: all $(TESTS) $(TOOLS)
+
+# --- fuzzing: `make fuzz FUZZ_SECONDS=N`, `make fuzz-smoke` ------------------
+# Builds the harnesses of tests/fuzz/ with clang into build-fuzz/
+# (CHECK_JOBS compilers at once) and runs each for FUZZ_SECONDS (FUZZ_JOBS
+# at a time) from its seed corpus and its regression inputs; new inputs go
+# to build-fuzz/corpus/, crashing ones to build-fuzz/artifacts/. Fails if
+# any harness crashes.
+FUZZ_CC ?= clang
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_JOBS ?= 2
+.PHONY: fuzz fuzz-smoke fuzz-build fuzz-bins fuzz-seeds
+fuzz-build:
+	@command -v $(FUZZ_CC) >/dev/null 2>&1 || { echo "error: $(FUZZ_CC) not found: install the Debian package clang (scripts/install-deps does it)" >&2; exit 1; }
+	@echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n); int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { (void)d; return (int)n * 0; }' | \
+		$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -x c - -o /dev/null 2>/dev/null || \
+		{ echo "error: $(FUZZ_CC) cannot link -fsanitize=fuzzer,address,undefined: install the Debian package libclang-rt-dev (scripts/install-deps does it)" >&2; exit 1; }
+	@$(MAKE) --no-print-directory -j$(CHECK_JOBS) FUZZ=1 SANITIZE=address,undefined \
+		BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) fuzz-bins
+
+fuzz-bins: $(FUZZERS)
+
+fuzz: fuzz-build
+	scripts/run-fuzz --build $(FUZZ_BUILD) --seconds $(FUZZ_SECONDS) --jobs $(FUZZ_JOBS)
+
+fuzz-smoke: fuzz-build
+	scripts/run-fuzz --build $(FUZZ_BUILD) --seconds $(FUZZ_SMOKE_SECONDS) --jobs $(FUZZ_JOBS)
+
+# Rewrite the seed corpora of tests/fuzz/corpus/ from the generator.
+fuzz-seeds: $(BUILD)/bin/ps-fuzz-seeds
+	$< tests/fuzz/corpus
+
+# --- static analysis: `make lint` ---------------------------------------------
+# cppcheck and clang-tidy (checks and why in .clang-tidy) over the library
+# and the entry points, with the build's defines and include paths; fails
+# on any finding. cppcheck sees our headers, the generated protocol header
+# and protobuf-c's (through a link in $(BUILD)/lint/, so that it does not
+# parse all of /usr/include), and is told the byte order the compilers
+# predefine (ps_wire.c refuses to build without it).
+LINT_SRC := $(wildcard common/*.c server/*.c worker/*.c)
+CPPCHECK ?= cppcheck
+CLANG_TIDY ?= clang-tidy
+CPPCHECK_FLAGS = --std=c11 --platform=unix64 --enable=warning,performance,portability \
+	--error-exitcode=1 --inline-suppr --quiet --suppress=missingIncludeSystem \
+	-D_GNU_SOURCE -D__BYTE_ORDER__=1234 -D__ORDER_LITTLE_ENDIAN__=1234 \
+	-Icommon -Iserver -Iworker -I$(BUILD)/gen -I$(BUILD)/lint
+.PHONY: lint lint-tools
+lint-tools:
+	@command -v $(CPPCHECK) >/dev/null 2>&1 || { echo "lint: $(CPPCHECK) not found: install the Debian package cppcheck (apt-get install cppcheck)" >&2; exit 1; }
+	@command -v $(CLANG_TIDY) >/dev/null 2>&1 || { echo "lint: $(CLANG_TIDY) not found: install the Debian package clang-tidy (apt-get install clang-tidy)" >&2; exit 1; }
+
+$(BUILD)/lint/protobuf-c: | check-deps
+	@mkdir -p $(@D)
+	@ln -sfn "$$($(PKG_CONFIG) --variable=includedir libprotobuf-c)/protobuf-c" $@
+
+lint: lint-tools $(GEN_H) $(BUILD)/lint/protobuf-c
+	$(call msg,LINT,cppcheck)
+	$(Q)$(CPPCHECK) $(CPPCHECK_FLAGS) $(LINT_SRC)
+	$(call msg,LINT,clang-tidy)
+	$(Q)rc=0; $(CLANG_TIDY) --quiet $(LINT_SRC) -- -std=c11 -D_GNU_SOURCE \
+		-Icommon -Iserver -Iworker -I$(BUILD)/gen $(PKG_CFLAGS) \
+		>$(BUILD)/lint/clang-tidy.log 2>&1 || rc=$$?; \
+		grep -v 'warnings\{0,1\} generated\.$$' $(BUILD)/lint/clang-tidy.log; exit $$rc
+	@echo "lint: cppcheck and clang-tidy clean ($(words $(LINT_SRC)) files)"
+
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 
 format:
 	clang-format -i common/*.[ch] server/*.[ch] worker/*.[ch] tools/*.c tests/*.c

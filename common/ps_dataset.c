@@ -15,7 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <zlib.h>
 
@@ -27,6 +30,10 @@
 #define IDX_MAX_COUNT ((uint64_t)1 << 28)
 #define IDX_MAX_DIM ((uint64_t)1 << 24)
 #define IDX_MAX_VALUES ((uint64_t)1 << 32)
+
+/* Deflate's best ratio: one 258-byte match in 2 bits of a block's
+ * codes. A gzip file of S bytes cannot hold more than this times S. */
+#define GZIP_MAX_RATIO 1032
 
 #define IDX_TYPE_U8 0x08
 #define IDX_MAGIC_IMAGES 0x00000803u
@@ -56,6 +63,9 @@ struct idx_file {
 	gzFile f;
 	size_t count;
 	size_t dim;
+	/* The file's size, when it is a regular file (-1 otherwise: a pipe
+	 * has none): what the header may promise is checked against it. */
+	long long file_size;
 };
 
 /* Translate the error zlib recorded on f. gzerror() prefixes its message
@@ -162,20 +172,25 @@ static int idx_open(struct idx_file *idx, const char *path,
 	uint64_t count, dim = 1;
 	unsigned nd;
 	size_t got;
-	int rc;
+	struct stat st;
+	int fd, rc;
 
 	idx->path = path;
 	idx->kind = kind;
-	errno = 0;
-	idx->f = gzopen(path, "rb");
+	idx->file_size = -1;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		rc = ps_err_set(e, errno == ENOMEM ? PS_ENOMEM : PS_ENOENT,
+				"%s: cannot open: %s", path, strerror(errno));
+		goto out;
+	}
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+		idx->file_size = (long long)st.st_size;
+	idx->f = gzdopen(fd, "rb");
 	if (!idx->f) {
-		if (errno == ENOMEM)
-			rc = ps_err_set(e, PS_ENOMEM,
-					"%s: out of memory opening it", path);
-		else
-			rc = ps_err_set(e, PS_ENOENT, "%s: cannot open: %s",
-					path,
-					errno ? strerror(errno) : "unknown");
+		close(fd);
+		rc = ps_err_set(e, PS_ENOMEM, "%s: out of memory opening it",
+				path);
 		goto out;
 	}
 	/* Before the first read, or zlib ignores it. */
@@ -218,7 +233,7 @@ static int idx_open(struct idx_file *idx, const char *path,
 	/* Each factor is below 2^32 and the running product stays at or
 	 * below 2^24 until we stop, so the product cannot overflow. */
 	for (unsigned i = 1; i < nd; i++) {
-		uint32_t d = be32(hdr + 4 + 4 * i);
+		uint32_t d = be32(hdr + 4 + 4 * (size_t)i);
 		dim *= d;
 		if (d == 0 || dim > IDX_MAX_DIM) {
 			rc = ps_err_set(e, PS_EFORMAT,
@@ -237,6 +252,43 @@ static int idx_open(struct idx_file *idx, const char *path,
 				(unsigned long long)dim,
 				(unsigned long long)IDX_MAX_VALUES);
 		goto out;
+	}
+	/* A header must not make us allocate gigabytes for a small file:
+	 * the data it promises has to fit in the file (plain) or in what
+	 * the file's size can inflate to (gzip). Only the whole read can
+	 * tell a gzip file short, so that bound is loose, but it is a bound:
+	 * a few bytes no longer claim 16 GiB. */
+	if (idx->file_size >= 0) {
+		uint64_t have = (uint64_t)idx->file_size;
+		uint64_t head = 4 + 4 * (uint64_t)nd;
+		uint64_t data = have > head ? have - head : 0;
+		char promise[96];
+
+		if (kind == IDX_IMAGES)
+			snprintf(promise, sizeof promise,
+				 "%llu images of %llu bytes",
+				 (unsigned long long)count,
+				 (unsigned long long)dim);
+		else
+			snprintf(promise, sizeof promise, "%llu labels",
+				 (unsigned long long)count);
+		if (gzdirect(idx->f) && data < count * dim) {
+			rc = ps_err_set(e, PS_ETRUNC,
+					"%s: truncated: header says %s, file "
+					"ends after %llu",
+					path, promise,
+					(unsigned long long)(data / dim));
+			goto out;
+		}
+		if (!gzdirect(idx->f) && have <= UINT64_MAX / GZIP_MAX_RATIO &&
+		    have * GZIP_MAX_RATIO < head + count * dim) {
+			rc = ps_err_set(e, PS_ETRUNC,
+					"%s: truncated: header says %s, more "
+					"than %llu bytes of gzip data can hold",
+					path, promise,
+					(unsigned long long)have);
+			goto out;
+		}
 	}
 #if UINT64_MAX > SIZE_MAX
 	if (count * dim > SIZE_MAX / sizeof(float)) {
@@ -348,14 +400,17 @@ static void advise_huge(void *p, size_t len)
 }
 
 /* An owning dataset of n rows of dim floats, contents unset. what names
- * the source in the error message. */
+ * the source in the error message. Every caller has checked that both
+ * sizes are at least 1 (an IDX header, a synthetic N, a selection that
+ * found rows), so no allocation is ever of 0 bytes. */
 static int dataset_alloc(ps_dataset **out, size_t n, size_t dim,
 			 const char *what, ps_err *e)
 {
 	ps_dataset *d = NULL;
 	int rc = PS_OK;
 
-	if (dim != 0 && n > SIZE_MAX / sizeof(float) / dim) {
+	assert(n > 0 && dim > 0);
+	if (n > SIZE_MAX / sizeof(float) / dim) {
 		rc = ps_err_set(e, PS_ENOMEM,
 				"%s: %zu rows of %zu floats do not fit in "
 				"memory",
@@ -667,14 +722,11 @@ static char *join_path(const char *dir, const char *file)
 {
 	size_t dl = strlen(dir), fl = strlen(file);
 	int slash = dl > 0 && dir[dl - 1] != '/';
-	char *p = malloc(dl + slash + fl + 1);
+	size_t len = dl + slash + fl + 1;
+	char *p = malloc(len);
 
-	if (p) {
-		memcpy(p, dir, dl);
-		if (slash)
-			p[dl] = '/';
-		memcpy(p + dl + slash, file, fl + 1);
-	}
+	if (p)
+		snprintf(p, len, "%s%s%s", dir, slash ? "/" : "", file);
 	return p;
 }
 

@@ -32,8 +32,10 @@ typedef struct ps_dataset {
  * file (magic 0x00000801, u8 labels) into *out. gzip files are read
  * transparently. classes is max(label) + 1.
  * Errors: PS_ENOENT (cannot open), PS_EFORMAT (wrong magic, counts that
- * disagree, absurd sizes), PS_ETRUNC (file shorter than its header says),
- * PS_EIO, PS_ENOMEM. e->msg names the file and the problem.
+ * disagree, absurd sizes), PS_ETRUNC (file shorter than its header says;
+ * for a regular file found from its size before anything is allocated,
+ * a gzip file being held to deflate's best ratio, 1032:1), PS_EIO,
+ * PS_ENOMEM. e->msg names the file and the problem.
  * Caller owns the result; release with ps_dataset_destroy(). */
 int ps_dataset_load_idx(ps_dataset **out, const char *images_path,
 			const char *labels_path, ps_err *e) PS_WUR;

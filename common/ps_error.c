@@ -36,7 +36,8 @@ const char *ps_errname(int err)
 	}
 }
 
-int ps_err_set(ps_err *e, int code, const char *fmt, ...)
+/* The name in parentheses: not the analyzer's macro of ps_error.h. */
+int (ps_err_set)(ps_err *e, int code, const char *fmt, ...)
 {
 	if (e) {
 		va_list ap;

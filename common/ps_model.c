@@ -319,12 +319,13 @@ int ps_model_check_data(const ps_model *m, const ps_dataset *d, ps_err *e)
 int ps_model_predict(ps_model *m, const float *w, const float *x, size_t n,
 		     uint32_t *pred)
 {
-	const size_t dim = m->spec.input_dim;
+	size_t dim;
 	double unused_sum = 0.0;
 	size_t unused_correct = 0;
 	int rc = PS_OK;
 
 	assert(m && w && x && pred);
+	dim = m->spec.input_dim;
 	if (!m->ops->classifier || n == 0) {
 		rc = PS_EINVAL;
 		goto out;
@@ -348,13 +349,14 @@ int ps_model_evaluate_confusion(ps_model *m, const float *w,
 				const ps_dataset *d, size_t rows,
 				ps_model_eval *out, uint64_t *confusion)
 {
-	const uint32_t k = ps_model_num_classes(m);
+	uint32_t k;
 	uint32_t *pred = NULL;
 	double sum = 0.0;
 	size_t correct = 0;
 	int rc = PS_OK;
 
 	assert(m && w && d && out);
+	k = ps_model_num_classes(m);
 	if (rows == 0)
 		rows = PS_MODEL_EVAL_CHUNK;
 	if (d->n == 0 || d->dim != m->spec.input_dim || rows > INT_MAX ||

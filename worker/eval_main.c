@@ -271,11 +271,11 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (num_params != ps_model_num_params(model)) {
-		rc = ps_err_set(&e, PS_EFORMAT,
-				"%s: holds %" PRIu64
-				" weights, model '%s' has %zu parameters",
-				model_path, num_params, spec.name,
-				ps_model_num_params(model));
+		(void)ps_err_set(&e, PS_EFORMAT,
+				 "%s: holds %" PRIu64
+				 " weights, model '%s' has %zu parameters",
+				 model_path, num_params, spec.name,
+				 ps_model_num_params(model));
 		goto out;
 	}
 	rc = ps_dataset_open(&data, data_spec, &e);
@@ -290,7 +290,7 @@ int main(int argc, char **argv)
 	if (r.k) {
 		r.confusion = calloc((size_t)r.k * r.k, sizeof *r.confusion);
 		if (!r.confusion) {
-			rc = ps_err_set(&e, PS_ENOMEM, "out of memory");
+			(void)ps_err_set(&e, PS_ENOMEM, "out of memory");
 			goto out;
 		}
 	}

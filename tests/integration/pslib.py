@@ -27,6 +27,19 @@ FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                  "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
+# Every time bound of the suite (the runner's per-test limits, the
+# launcher's --time-limit, waits for processes) is multiplied by this. The
+# sanitizer pass of `make check-all` sets PS_TEST_TIME_SCALE=3: the code
+# runs 2-3 times slower there, and Open MPI under LeakSanitizer much more;
+# the plain pass holds the bounds as written.
+TIME_SCALE = float(os.environ.get("PS_TEST_TIME_SCALE") or 1.0)
+
+
+def scaled(seconds):
+    """seconds, times PS_TEST_TIME_SCALE."""
+    return seconds * TIME_SCALE
+
+
 class Skip(Exception):
     """Raised by a test that cannot run here; the runner reports SKIP."""
 
@@ -44,6 +57,13 @@ def need(*paths):
         if not os.access(p, os.X_OK):
             raise AssertionError("%s not found or not executable: run 'make' "
                                  "(PS_BUILD=%s)" % (p, BUILD))
+
+
+def sanitizer_build():
+    """The -fsanitize=... option the binaries in BUILD were built with
+    (their flags stamp says), or None for a plain build."""
+    m = re.search(r"-fsanitize=(\S+)", read_text(os.path.join(BUILD, "flags")))
+    return m.group(0) if m else None
 
 
 def need_fashion_mnist():
@@ -83,6 +103,7 @@ def start(cmd, log_path=None):
 def wait(proc, seconds, what=None):
     """Exit status of proc, waiting at most seconds; AssertionError when it
     is still running then (the caller's cleanup stops it)."""
+    seconds = scaled(seconds)
     try:
         return proc.wait(timeout=seconds)
     except subprocess.TimeoutExpired:
@@ -128,6 +149,7 @@ class Procs:
 def wait_for(cond, seconds, what, proc=None, interval=0.02):
     """Poll cond() until it is true, at most seconds; fail early when proc
     (whose result cond awaits) has exited."""
+    seconds = scaled(seconds)
     deadline = time.monotonic() + seconds
     while not cond():
         if proc is not None and proc.poll() is not None:
@@ -214,15 +236,15 @@ def stop_tree(proc, grace=10.0):
 
 # --- ps-server -------------------------------------------------------------
 
-def start_server(procs, tmp, args, name="server", start_timeout=10.0):
+def start_server(procs, tmp, args, name="server", start_timeout=10.0, prefix=()):
     """Start ps-server on 127.0.0.1 with an ephemeral port and wait (bounded)
     for its endpoint file. Returns (Popen, endpoint); the log is
-    tmp/<name>.log."""
+    tmp/<name>.log. prefix is a command to run it under (valgrind ...)."""
     need(SERVER)
     ep_file = os.path.join(tmp, name + ".endpoint")
     log = os.path.join(tmp, name + ".log")
-    p = procs.start([SERVER, "--listen", "tcp://127.0.0.1:*",
-                     "--endpoint-file", ep_file] + list(args), log)
+    p = procs.start(list(prefix) + [SERVER, "--listen", "tcp://127.0.0.1:*",
+                                     "--endpoint-file", ep_file] + list(args), log)
     try:
         wait_for(lambda: os.path.exists(ep_file), start_timeout,
                  "ps-server endpoint file", proc=p)
@@ -243,6 +265,7 @@ def run_launcher(args, run_dir, timeout=120.0):
     None. On timeout, stops the launcher (SIGTERM: it stops its cluster)
     and fails."""
     need(SERVER, WORKER)
+    timeout = scaled(timeout)
     extra = []
     if "--time-limit" not in args:
         extra += ["--time-limit", "%g" % max(5.0, timeout - 15.0)]

@@ -4,7 +4,7 @@
 Finds tests/integration/test_*.py and runs every function test_* in them,
 each in its own subprocess and session with a fresh temp dir and a hard
 timeout (the function's `timeout` attribute, see pslib.timeout(), else
-180 s). On a timeout the test's whole process group is killed: that is
+180 s; times PS_TEST_TIME_SCALE when set). On a timeout the test's whole process group is killed: that is
 everything the test started and nothing else. A test passes by returning,
 fails by raising, and is skipped by raising pslib.Skip. Ends with the line
 "integration: N passed, N failed"; exit status 1 when any failed.
@@ -32,6 +32,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)  # the tests import pslib
 DEFAULT_TIMEOUT = 180.0
 SKIP_STATUS = 77  # exit status of a --one child whose test raised Skip
+# pslib.TIME_SCALE: every limit times PS_TEST_TIME_SCALE (sanitizer pass).
+TIME_SCALE = float(os.environ.get("PS_TEST_TIME_SCALE") or 1.0)
 
 
 def load(path):
@@ -62,7 +64,7 @@ def discover(word):
             if word and word not in name:
                 continue
             tests.append((name, path, n,
-                          float(getattr(f, "timeout", DEFAULT_TIMEOUT))))
+                          float(getattr(f, "timeout", DEFAULT_TIMEOUT)) * TIME_SCALE))
     return tests, broken
 
 

@@ -72,7 +72,7 @@ def mpirun(blocks, seconds):
     p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, env=mpi_env())
     try:
-        out, _ = p.communicate(timeout=seconds)
+        out, _ = p.communicate(timeout=pslib.scaled(seconds))
     except subprocess.TimeoutExpired:
         pslib.stop_tree(p)
         out, _ = p.communicate()
