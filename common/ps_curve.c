@@ -440,7 +440,7 @@ void ps_curve_zap_decide(const ps_curve_keyset *authorized,
 		for (size_t i = 0; i < req[3].len && k + 1 < sizeof out->address;
 		     i++) {
 			uint8_t c = req[3].data[i];
-			out->address[k++] = c >= 0x20 && c < 0x7f ? (char)c : '?';
+			out->address[k++] = (char)(c >= 0x20 && c < 0x7f ? c : '?');
 		}
 		out->address[k] = '\0';
 	}

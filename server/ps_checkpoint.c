@@ -27,8 +27,9 @@
 #include "ps_modelfile.h"
 #include "ps_shard.h"
 
-#define FIXED_BYTES (6 * 4 + 20 * 8 + 2 * 8)
-#define WORKER_BYTES (6 * 8)
+/* 6 u32, 20 u64 and 2 f64; 6 u64 a worker. */
+#define FIXED_BYTES ((uint64_t)200)
+#define WORKER_BYTES ((uint64_t)48)
 #define MAX_WORKERS 65535u
 #define NUM_OPTIM_KINDS 7u
 #define NAME_PREFIX "ckpt-"
@@ -557,9 +558,12 @@ static int recut(const char *root, uint32_t old_s, uint32_t num_shards,
 		ck->shard = shard;
 		ck->num_shards = num_shards;
 		ck->state_count = per * ck->n;
-		ck->w = malloc((ck->n ? ck->n : 1) * sizeof(float));
-		ck->state = per ? malloc(ck->state_count * sizeof(float)) : NULL;
-		ck->workers = malloc(src->num_workers * sizeof *ck->workers);
+		ck->w = calloc(ck->n ? ck->n : 1, sizeof(float));
+		ck->state = per ? calloc(ck->state_count ? ck->state_count : 1,
+					 sizeof(float))
+				: NULL;
+		ck->workers = calloc(src->num_workers ? src->num_workers : 1,
+				     sizeof *ck->workers);
 		if (!ck->w || (per && !ck->state) || !ck->workers) {
 			rc = ps_err_set(e, PS_ENOMEM, "out of memory");
 		} else {

@@ -156,7 +156,7 @@ int ps_client_new_curve(ps_client **out, const char *endpoints,
 	c->timeout = timeout;
 	c->max_inflight = max_inflight < 1 ? 1 : max_inflight;
 	c->links = calloc(n, sizeof *c->links);
-	c->ts = calloc(n, sizeof *c->ts);
+	c->ts = calloc(n, sizeof(ps_transport *));
 	if (!c->links || !c->ts) {
 		rc = ps_err_set(e, PS_ENOMEM, "out of memory");
 		goto out;
@@ -909,6 +909,8 @@ int ps_client_push(ps_client *c, const float *g, uint64_t begin,
 		for (int j = 0; j < c->max_inflight && !k; j++)
 			if (!l->kept[j].used)
 				k = &l->kept[j];
+		if (!k) /* cannot be: the wait above left a slot free */
+			return ps_err_set(e, PS_EINVAL, "no free push slot");
 		if (k->cap < count) {
 			float *g2 = realloc(k->g, count * sizeof *g2);
 			if (!g2)

@@ -63,7 +63,8 @@ def read_csv(path):
 @timeout(60)
 def test_launcher_writes_metrics_and_aggregates(tmp):
     rd = os.path.join(tmp, "run")
-    # Long enough (a few seconds) for some status lines.
+    # Plain status lines every 0.3 s, and a last one at the end however
+    # short the run.
     rc, out, err, s = pslib.run_launcher(
         ["--data", "synthetic-logistic:20000", "--model", "logistic", "--epochs", "3",
          "--workers", "2", "--metrics-every", "0.1", "--progress-every", "0.2",
