@@ -131,6 +131,7 @@ int ps_wire_encode(const ps_msg *m, uint8_t *buf, size_t cap, size_t *len)
 		weights.training_done = m->u.weights.training_done != 0;
 		weights.stop = m->u.weights.stop != 0;
 		weights.train_seconds = m->u.weights.train_seconds;
+		weights.sgd_lr = m->u.weights.sgd_lr;
 		env.body_case = PS__ENVELOPE__BODY_WEIGHTS;
 		env.weights = &weights;
 		break;
@@ -316,8 +317,14 @@ int ps_wire_decode(const uint8_t *buf, size_t len, ps_msg *out, ps_err *e)
 		out->u.weights.training_done = env->weights->training_done;
 		out->u.weights.stop = env->weights->stop;
 		out->u.weights.train_seconds = env->weights->train_seconds;
+		out->u.weights.sgd_lr = env->weights->sgd_lr;
 		rc = check_range(env->weights->begin, env->weights->end,
 				 "weights", e);
+		if (rc == PS_OK && !(env->weights->sgd_lr >= 0.0f &&
+				     isfinite(env->weights->sgd_lr)))
+			rc = ps_err_set(e, PS_EPROTO,
+					"weights: sgd_lr %g is not a rate",
+					(double)env->weights->sgd_lr);
 		break;
 	case PS__ENVELOPE__BODY_PUSH: {
 		const Ps__Push *p = env->push;

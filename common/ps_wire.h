@@ -83,6 +83,7 @@ typedef struct ps_msg_weights {
 	int training_done;
 	int stop;
 	double train_seconds;
+	float sgd_lr; /* >= 0 and finite; see Weights in proto/ps.proto */
 } ps_msg_weights;
 
 typedef struct ps_msg_push {

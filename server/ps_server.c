@@ -541,6 +541,20 @@ static int pull_ready(const ps_server *s, uint64_t clock)
 	return 1;
 }
 
+/* The rate at which a push arriving now would be applied as w -= lr * g,
+ * exactly as the optimizer's kernel does it (float32); 0 when the update
+ * is anything else. */
+static float sgd_lr(const ps_server *s)
+{
+	const ps_optim_config *o = &s->cfg.optim;
+
+	if (o->kind != PS_OPTIM_SGD || o->weight_decay != 0 || o->l1 != 0 ||
+	    s->cfg.staleness_lr || s->cfg.dc_lambda > 0 ||
+	    s->cfg.consistency == PS_CONSISTENCY_BSP || s->st.stopped)
+		return 0.0f;
+	return (float)ps_optim_lr(s->optim, s->st.version);
+}
+
 static void send_weights(ps_server *s, const ps_peer *to, uint32_t worker_id,
 			 uint64_t request_id, uint64_t begin, uint64_t end)
 {
@@ -552,6 +566,7 @@ static void send_weights(ps_server *s, const ps_peer *to, uint32_t worker_id,
 	m.u.weights.end = end;
 	m.u.weights.training_done = ps_server_training_done(s);
 	m.u.weights.stop = s->st.stopped;
+	m.u.weights.sgd_lr = sgd_lr(s);
 	if (s->t_first_hello > 0)
 		m.u.weights.train_seconds =
 			(s->t_done > 0 ? s->t_done : ps_now()) - s->t_first_hello;

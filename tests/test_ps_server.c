@@ -2279,6 +2279,74 @@ static void test_server_stats_json_counts_transport_refusals(void **state)
 				    "\"handshake_failed\": 5}"));
 }
 
+/* The rate a Weights reply announces (sgd_lr): the rate of the next
+ * update when that update is plain w -= lr * g, else 0. */
+static float announced_rate(fx *f)
+{
+	ps_msg m = mk_pull(f, 1, 0, NPARAMS), r;
+
+	assert_int_equal(feed(f, &f->peer[0], &m, NULL, 0), PS_OK);
+	take_next_reply(f, &f->peer[0], &r);
+	assert_int_equal(r.kind, PS_MSG_WEIGHTS);
+	return r.u.weights.sgd_lr;
+}
+
+static void test_server_weights_announce_the_sgd_rate(void **state)
+{
+	fx *f = *state;
+	ps_server_config cfg;
+	float w[NPARAMS], g[NPARAMS], lr;
+
+	/* Plain SGD: the rate, and a push added at that rate locally gives
+	 * the server's weights after it, bit for bit. */
+	join_all(f);
+	lr = announced_rate(f);
+	assert_true(lr == LR);
+	memcpy(w, weights(f), sizeof w);
+	gradient(g, NPARAMS, 3);
+	for (size_t i = 0; i < NPARAMS; i++)
+		w[i] -= lr * g[i];
+	push_clock(f, 0, 0, 0, g, 8);
+	assert_memory_equal(w, weights(f), sizeof w);
+
+	/* A schedule: the rate at the version of the weights, which is the
+	 * update number the next push is applied as. */
+	memset(&cfg, 0, sizeof cfg);
+	cfg.optim.kind = PS_OPTIM_SGD;
+	cfg.optim.lr = LR;
+	cfg.optim.schedule = PS_LR_STEP;
+	cfg.optim.decay_steps = 1;
+	cfg.optim.gamma = 0.5;
+	use_server_cfg(f, &cfg);
+	join_all(f);
+	assert_true(announced_rate(f) == LR);
+	push_clock(f, 0, 0, 0, g, 8);
+	assert_true(announced_rate(f) == LR / 2);
+
+	/* Anything else: 0. */
+	memset(&cfg, 0, sizeof cfg);
+	cfg.optim.kind = PS_OPTIM_MOMENTUM;
+	cfg.optim.lr = LR;
+	cfg.optim.momentum = 0.9;
+	use_server_cfg(f, &cfg);
+	join_all(f);
+	assert_true(announced_rate(f) == 0.0f);
+	memset(&cfg, 0, sizeof cfg);
+	cfg.optim.weight_decay = 0.01;
+	use_server_cfg(f, &cfg);
+	join_all(f);
+	assert_true(announced_rate(f) == 0.0f);
+	use_server(f, "async", 1, 0);
+	join_all(f);
+	assert_true(announced_rate(f) == 0.0f);
+	use_server(f, "async", 0, 0.5);
+	join_all(f);
+	assert_true(announced_rate(f) == 0.0f);
+	use_server(f, "ssp:2", 0, 0);
+	join_all(f);
+	assert_true(announced_rate(f) == LR);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -2295,6 +2363,7 @@ int main(void)
 		T(test_server_hello_again_keeps_state),
 		T(test_server_hello_from_new_peer_takes_over),
 		T(test_server_pull_returns_weights),
+		T(test_server_weights_announce_the_sgd_rate),
 		T(test_server_push_applies_sgd_and_measures_staleness),
 		T(test_server_staleness_histogram_buckets),
 		T(test_server_push_to_a_subrange),

@@ -276,6 +276,35 @@ static void test_wire_roundtrip_weights(void **state)
 	m.u.weights.training_done = 42;
 	roundtrip(&m, &out);
 	assert_int_equal(out.u.weights.training_done, 1);
+
+	/* The announced rate arrives as the float it was, bit for bit. */
+	assert_true(out.u.weights.sgd_lr == 0.0f);
+	m.u.weights.sgd_lr = 0.1f;
+	roundtrip(&m, &out);
+	assert_memory_equal(&out.u.weights.sgd_lr, &m.u.weights.sgd_lr,
+			    sizeof(float));
+}
+
+static void test_wire_decode_weights_bad_sgd_lr(void **state)
+{
+	(void)state;
+	uint8_t buf[PS_WIRE_HEAD_MAX];
+	const float bad[] = {-0.5f, NAN, INFINITY, -INFINITY};
+	ps_msg m;
+	size_t len;
+
+	/* A trainer adds its own push to its weights at this rate: nothing
+	 * but a finite rate >= 0 is let through. */
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		ps_msg_init(&m, PS_MSG_WEIGHTS, 1, 1);
+		m.u.weights.end = 4;
+		m.u.weights.sgd_lr = bad[i];
+		len = encode_ok(&m, buf);
+		expect_decode(buf, len, PS_EPROTO, "sgd_lr");
+	}
+	m.u.weights.sgd_lr = 0.0f;
+	len = encode_ok(&m, buf);
+	expect_decode(buf, len, PS_OK, NULL);
 }
 
 static void test_wire_roundtrip_push(void **state)
@@ -1123,6 +1152,7 @@ int main(void)
 		cmocka_unit_test(test_wire_roundtrip_welcome),
 		cmocka_unit_test(test_wire_roundtrip_pull),
 		cmocka_unit_test(test_wire_roundtrip_weights),
+		cmocka_unit_test(test_wire_decode_weights_bad_sgd_lr),
 		cmocka_unit_test(test_wire_roundtrip_push),
 		cmocka_unit_test(test_wire_roundtrip_ack),
 		cmocka_unit_test(test_wire_roundtrip_error),

@@ -75,6 +75,7 @@ int main(int argc, char **argv)
 	uint64_t crash_after = 0;
 	int fetch_every = 1, push_every = 1;
 	int prefetch = 0;
+	int stale_prefetch = 0;
 	double step_delay_ms = 0;
 	/* CURVE (docs/SECURITY.md) */
 	const char *curve_secret = NULL, *curve_server_key = NULL;
@@ -163,8 +164,13 @@ int main(int argc, char **argv)
 		 1000000, NULL},
 		{"prefetch", PS_CLI_FLAG, &prefetch, NULL,
 		 "overlap communication with computation: request the next weights "
-		 "right after each push and compute meanwhile on the ones in hand "
-		 "(one step more staleness; not with --fetch-every/--push-every)",
+		 "right after each push and compute meanwhile on the ones in hand, "
+		 "adding this worker's own newest gradient to them when the server "
+		 "runs plain SGD (not with --fetch-every/--push-every)",
+		 0, -1, NULL},
+		{"stale-prefetch", PS_CLI_FLAG, &stale_prefetch, NULL,
+		 "with --prefetch: compute on the prefetched weights as they came, "
+		 "without this worker's own newest gradient (one step more staleness)",
 		 0, -1, NULL},
 		{"step-delay-ms", PS_CLI_DOUBLE, &step_delay_ms, "MS",
 		 "sleep this long every step: a slow worker, for experiments",
@@ -210,6 +216,8 @@ int main(int argc, char **argv)
 	if (rc == PS_OK && prefetch && (fetch_every > 1 || push_every > 1))
 		rc = ps_err_set(&e, PS_EINVAL,
 				"--prefetch works with a pull and a push every step");
+	if (rc == PS_OK && stale_prefetch && !prefetch)
+		rc = ps_err_set(&e, PS_EINVAL, "--stale-prefetch needs --prefetch");
 	if (rc == PS_OK && patience > 0 && !val_data)
 		rc = ps_err_set(&e, PS_EINVAL,
 				"--patience needs --val-data and --val-fraction");
@@ -290,6 +298,7 @@ int main(int argc, char **argv)
 	cfg.push_every = (uint32_t)push_every;
 	cfg.step_delay = step_delay_ms / 1000.0;
 	cfg.prefetch = prefetch;
+	cfg.stale_prefetch = stale_prefetch;
 	cfg.clip_norm = clip_norm;
 	cfg.clip_value = clip_value;
 	cfg.result_out = result_out;

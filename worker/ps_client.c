@@ -71,6 +71,7 @@ typedef struct link {
 	uint32_t epoch;         /* registrations so far */
 	uint32_t pulled_epoch;  /* the registration the last weights are of */
 	uint64_t version;       /* of the last weights pulled */
+	float sgd_lr;           /* their Weights.sgd_lr */
 	/* Liveness. */
 	double last_rx;         /* ps_now() of the last message received */
 	double hb_base, hb_interval, last_hb;
@@ -823,6 +824,7 @@ int ps_client_pull_finish(ps_client *c, uint64_t *version,
 		if (rc != PS_OK)
 			continue;
 		l->version = r->u.weights.version;
+		l->sgd_lr = r->u.weights.sgd_lr;
 		l->st.last_version = r->u.weights.version;
 		if (r->u.weights.stop)
 			l->st.stop = 1;
@@ -852,6 +854,37 @@ int ps_client_pull(ps_client *c, float *w, uint64_t begin, uint64_t end,
 	if (rc != PS_OK)
 		return rc;
 	return ps_client_pull_finish(c, version, training_done, e);
+}
+
+int ps_client_add_own_push(const ps_client *c, float *w, const float *g,
+			   uint64_t begin, uint64_t end)
+{
+	size_t bad;
+
+	if (end <= begin)
+		return 0;
+	for (uint32_t i = 0; i < c->nlinks; i++) {
+		const link *l = &c->links[i];
+		if (l->begin < end && begin < l->end && !(l->sgd_lr > 0.0f))
+			return 0;
+	}
+	if (ps_wire_check_finite(g, (size_t)(end - begin), &bad) != PS_OK)
+		return 0;
+	for (uint32_t i = 0; i < c->nlinks; i++) {
+		const link *l = &c->links[i];
+		uint64_t lo = l->begin > begin ? l->begin : begin;
+		uint64_t hi = l->end < end ? l->end : end;
+		const float lr = l->sgd_lr;
+		float *restrict wp;
+		const float *restrict gp;
+		if (lo >= hi)
+			continue;
+		wp = w + (lo - begin);
+		gp = g + (lo - begin);
+		for (size_t j = 0; j < (size_t)(hi - lo); j++)
+			wp[j] -= lr * gp[j];
+	}
+	return 1;
 }
 
 /* The version of shard i's weights behind a gradient computed from the

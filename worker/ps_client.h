@@ -86,6 +86,19 @@ int ps_client_pull_start(ps_client *c, float *w, uint64_t begin,
 int ps_client_pull_finish(ps_client *c, uint64_t *version,
 			  int *training_done, ps_err *e) PS_WUR;
 
+/* Add this client's newest push to weights pulled before the server
+ * applied it: w[i] -= lr * g[i] for the weights [begin, end) in w and
+ * g[end - begin], each shard's part at the rate that shard announced with
+ * the weights of the last pull (Weights.sgd_lr), in float32 as the
+ * server's plain SGD does it. A prefetching trainer calls it with the
+ * gradient it just pushed, which the prefetched weights cannot hold yet;
+ * with one trainer the result is the server's next weights exactly.
+ * Returns 1 when w was changed, 0 when not: a shard in the range runs
+ * another update (rate 0), or g holds a NaN or infinity (the server
+ * refuses such a push). */
+int ps_client_add_own_push(const ps_client *c, float *w, const float *g,
+			   uint64_t begin, uint64_t end);
+
 /* Send gradient g[end - begin] computed from weights of base_version.
  * Returns once it is queued (waiting first if max_inflight pushes are
  * unacknowledged). A push the server refuses is counted in push_errors

@@ -174,6 +174,7 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 	double t0, last_report, loss_sum = 0;
 	uint64_t loss_n = 0, clipped_norm = 0, clipped_value = 0;
 	uint64_t pushes = 0, acc_version = 0;
+	uint64_t own_steps = 0; /* prefetch: own pushes added locally */
 	float *acc = NULL;
 	uint32_t acc_batch = 0, acc_steps = 0;
 	double acc_loss = 0;
@@ -305,6 +306,15 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 						  welcome.num_params, pushes, e);
 			if (rc != PS_OK)
 				goto out;
+			/* They were asked for before this step's push, so
+			 * they lack it: add it as the server will (plain SGD
+			 * only). With one trainer that makes them the
+			 * server's next weights, and prefetch costs no
+			 * staleness at all. */
+			if (!cfg->stale_prefetch &&
+			    ps_client_add_own_push(client, w, g, 0,
+						   welcome.num_params))
+				own_steps++;
 		} else if (steps % cfg->fetch_every == 0) {
 			rc = ps_client_pull(client, w, 0,
 					    welcome.num_params, pushes,
@@ -379,6 +389,18 @@ stopped:
 				    " pushes dropped",
 				    st.resent, st.duplicates, st.rejoins,
 				    st.pushes_dropped);
+		if (cfg->prefetch)
+			ps_log_info("prefetch: own newest gradient added to "
+				    "%" PRIu64 " of %" PRIu64 " prefetched "
+				    "weights%s",
+				    own_steps, steps,
+				    cfg->stale_prefetch
+					    ? " (--stale-prefetch)"
+				    : own_steps < steps
+					    ? " (the rest: the server runs an "
+					      "update other than plain SGD, or "
+					      "the gradient was not finite)"
+					    : "");
 		if (cfg->clip_norm > 0 || cfg->clip_value > 0)
 			ps_log_info("clipped %" PRIu64 " of %" PRIu64
 				    " gradients by norm, %" PRIu64 " by value",

@@ -35,7 +35,10 @@ typedef struct ps_worker_config {
 	double step_delay;      /* seconds to sleep per step (a slow worker) */
 	int prefetch;           /* ask for the next weights right after each
 				 * push and compute meanwhile on the ones in
-				 * hand (one step more staleness) */
+				 * hand, plus the own newest gradient when the
+				 * server announces plain SGD */
+	int stale_prefetch;     /* prefetch: leave the own newest gradient
+				 * out (one step more staleness) */
 	double clip_norm;       /* > 0: clip each gradient to this L2 norm */
 	double clip_value;      /* > 0: clamp each gradient element */
 	double val_fraction;    /* last fraction of the training data held out */

@@ -173,6 +173,60 @@ def test_one_async_worker_equals_sequential_sgd(tmp):
 
 
 @timeout(60)
+def test_prefetch_with_own_push_equals_sequential_sgd(tmp):
+    # One prefetching trainer computes on weights that lack its newest
+    # push and adds that push itself at the rate the server announced
+    # (Weights.sgd_lr, the schedule's rate at the version the push will be
+    # applied as): the same float32 operations as the server's plain SGD,
+    # so the run is sequential SGD, bit for bit, with or without a
+    # schedule. --stale-prefetch leaves the push out and is not.
+    pslib.need(pslib.SERVER, pslib.WORKER, ORACLE)
+    cases = [
+        ("linear-prefetch-const",
+         ["--model", "linear", "--data", "synthetic-linear:2000", "--epochs", "2",
+          "--batch", "32", "--lr", "0.1", "--lr-schedule", "const"]),
+        ("softmax-prefetch-exp",
+         ["--model", "softmax", "--data", write_idx(tmp, 600, 6, 3, 7),
+          "--epochs", "2", "--batch", "20", "--lr", "0.3", "--lr-schedule", "exp",
+          "--lr-decay-steps", "15", "--lr-gamma", "0.5", "--lr-warmup", "5"]),
+    ]
+    for name, opts in cases:
+        common = opts + ["--workers", "1", "--seed", "5"]
+        run, st = launch(tmp, name, common + ["--prefetch"])
+        # The pushes still report the version of the weights pulled.
+        assert st["staleness_max"] == 1 and st["staleness_histogram"]["0"] == 1, st
+        want = oracle(tmp, name, common)
+        assert_same_model(os.path.join(run, "model.bin"), want, name)
+        with open(os.path.join(run, "worker-0.log")) as f:
+            log = f.read()
+        assert "own newest gradient added to %d of %d" % (
+            st["pushes"], st["pushes"]) in log, log
+        stale, _ = launch(tmp, name + "-stale",
+                          common + ["--prefetch", "--stale-prefetch"])
+        try:
+            assert_same_model(os.path.join(stale, "model.bin"), want, name)
+        except AssertionError:
+            pass
+        else:
+            raise AssertionError("%s: --stale-prefetch gave the sequential "
+                                 "weights" % name)
+
+
+@timeout(60)
+def test_prefetch_adds_no_own_push_to_another_update(tmp):
+    # Momentum is not w -= lr * g: the server announces no rate and the
+    # trainer adds nothing, and says so.
+    run, st = launch(tmp, "prefetch-momentum", [
+        "--model", "linear", "--data", "synthetic-linear:1000", "--workers", "1",
+        "--epochs", "1", "--batch", "50", "--lr", "0.05", "--lr-schedule", "const",
+        "--optimizer", "momentum", "--prefetch"])
+    with open(os.path.join(run, "worker-0.log")) as f:
+        log = f.read()
+    assert "own newest gradient added to 0 of %d" % st["pushes"] in log, log
+    assert "update other than plain SGD" in log, log
+
+
+@timeout(60)
 def test_ssp_bound_holds_with_a_slow_worker(tmp):
     rows, batch = 4000, 32
     run, st = launch(tmp, "ssp2", [
