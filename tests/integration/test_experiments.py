@@ -161,6 +161,26 @@ def test_sweep_tiny_grid_writes_csv_and_plots(tmp):
     assert png_size(os.path.join(again, "throughput.png")) == (800, 500)
 
 
+@timeout(60)
+def test_sweep_over_server_shards(tmp):
+    # The servers axis: each run's own summary says how many shards served
+    # it, and the rows carry that count.
+    pslib.need(pslib.SERVER, pslib.WORKER)
+    out_dir = os.path.join(tmp, "sweep")
+    rc, out, err = run([SWEEP, "--workers", "2", "--servers", "1,2",
+                        "--run-time-limit", "30", "--budget", "100",
+                        "--out", out_dir, "--no-plots", "--build", pslib.BUILD,
+                        "--"] + TINY, 50)
+    assert rc == 0, output(rc, out, err)
+    assert "2 servers" in out, out
+    rows = read_csv(os.path.join(out_dir, "runs.csv"))
+    assert sorted(r["servers"] for r in rows) == ["1", "2"], rows
+    for r in rows:
+        assert r["status"] == "ok" and float(r["final_accuracy"]) >= 0.7, r
+        summary = pslib.read_json(os.path.join(out_dir, r["run_dir"], "summary.json"))
+        assert len(summary.get("shards", [None])) == int(r["servers"]), summary
+
+
 @timeout(30)
 def test_sweep_refuses_bad_grids(tmp):
     out_dir = os.path.join(tmp, "sweep")
@@ -169,10 +189,8 @@ def test_sweep_refuses_bad_grids(tmp):
                         "--out", out_dir], 20)
     assert rc == 2 and "10800 s" in err and "--budget 3600" in err, output(rc, out, err)
     assert not os.path.exists(out_dir), "a refused grid ran"
-    has_servers = "--servers" in run([os.path.join(SCRIPTS, "ps-launch"), "--help"], 10)[1]
-    if not has_servers:
-        rc, out, err = run([SWEEP, "--servers", "1,2", "--out", out_dir], 20)
-        assert rc == 2 and "not built yet" in err, output(rc, out, err)
+    rc, out, err = run([SWEEP, "--servers", "1,0", "--out", out_dir], 20)
+    assert rc == 2 and "--servers" in err, output(rc, out, err)
     rc, out, err = run([SWEEP, "--consistency", "eventual"], 20)
     assert rc == 2 and "eventual" in err, output(rc, out, err)
     rc, out, err = run([SWEEP, "--netns", "--transport", "ipc"], 20)
