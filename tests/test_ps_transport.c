@@ -1109,7 +1109,7 @@ static void test_transport_link_delay_keeps_order(void **state)
 static void test_transport_link_delay_destroy_sends_held(void **state)
 {
 	(void)state;
-	static const ps_transport_opts lingering = {0, 2000};
+	static const ps_transport_opts lingering = {0, 2000, NULL};
 	ps_transport *srv = listen_ok("tcp://127.0.0.1:*", &quick);
 	ps_transport *cli;
 	uint8_t head[4] = {4, 3, 2, 1};
