@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -267,6 +268,68 @@ int ps_transport_send(ps_transport *t, const ps_peer *to, const void *head,
 	rc = t->ops->send(t, to, head, hlen, tensor, tlen);
 	if (rc == PS_OK)
 		count_out(t, hlen + tlen);
+	return rc;
+}
+
+/* The generic tensor buffer: the struct and its bytes in one block. The
+ * struct's size is a multiple of its pointers' alignment, so the bytes
+ * after it are aligned for floats. */
+static void plain_release(ps_tensor_buf *b)
+{
+	free(b);
+}
+
+int ps_transport_tensor_new(ps_transport *t, size_t len, ps_tensor_buf **out)
+{
+	ps_tensor_buf *b;
+
+	*out = NULL;
+	if (t->ops->tensor_new)
+		return t->ops->tensor_new(t, len, out);
+	if (len > SIZE_MAX - sizeof *b)
+		return PS_ENOMEM;
+	b = malloc(sizeof *b + len);
+	if (!b)
+		return PS_ENOMEM;
+	b->ops = NULL;
+	b->release = plain_release;
+	b->data = b + 1;
+	b->len = len;
+	*out = b;
+	return PS_OK;
+}
+
+void *ps_tensor_buf_data(ps_tensor_buf *b)
+{
+	return b->data;
+}
+
+size_t ps_tensor_buf_len(const ps_tensor_buf *b)
+{
+	return b->len;
+}
+
+void ps_tensor_buf_destroy(ps_tensor_buf **bp)
+{
+	if (!bp || !*bp)
+		return;
+	(*bp)->release(*bp);
+	*bp = NULL;
+}
+
+int ps_transport_send_tensor(ps_transport *t, const ps_peer *to,
+			     const void *head, size_t hlen, ps_tensor_buf *b)
+{
+	int rc;
+
+	/* A held send copies the message whatever the backend; a buffer
+	 * from another backend, or no backend support, is copied by send. */
+	if (t->delay > 0 || b->len == 0 || !t->ops->send_tensor ||
+	    b->ops != t->ops)
+		return ps_transport_send(t, to, head, hlen, b->data, b->len);
+	rc = t->ops->send_tensor(t, to, head, hlen, b);
+	if (rc == PS_OK)
+		count_out(t, hlen + b->len);
 	return rc;
 }
 

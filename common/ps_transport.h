@@ -113,6 +113,40 @@ const char *ps_transport_endpoint(const ps_transport *t);
 int ps_transport_send(ps_transport *t, const ps_peer *to, const void *head,
 		      size_t hlen, const void *tensor, size_t tlen) PS_WUR;
 
+/* A tensor frame built once and sent any number of times, for a sender
+ * that must keep what it sent (a client keeps each push until it is
+ * acknowledged, to send it again). The transport allocates it, the caller
+ * fills it, and ps_transport_send_tensor() sends it without copying the
+ * bytes where the backend can share them (ZeroMQ: a reference-counted
+ * message, freed by whichever of the caller and the I/O thread lets go
+ * last) and from a copy where it cannot (MPI). Opaque. */
+typedef struct ps_tensor_buf ps_tensor_buf;
+
+/* A buffer of len bytes (contents undefined, aligned for floats) for
+ * sends on t. Errors: PS_ENOMEM. Caller owns the result; release with
+ * ps_tensor_buf_destroy(). It may outlive t. The thread that owns t. */
+int ps_transport_tensor_new(ps_transport *t, size_t len,
+			    ps_tensor_buf **out) PS_WUR;
+
+/* The bytes of b, for the caller to fill before the first send; they
+ * must not change after it (a send in progress may still read them).
+ * Borrowed: valid until ps_tensor_buf_destroy(). */
+void *ps_tensor_buf_data(ps_tensor_buf *b);
+size_t ps_tensor_buf_len(const ps_tensor_buf *b);
+
+/* As ps_transport_send() with b's bytes as the tensor frame (none when
+ * b's length is 0). b is borrowed for the call: the caller keeps it, and
+ * may send it again or destroy it at once after this returns, whatever
+ * the backend still has to send. A buffer made by another kind of
+ * transport is sent from a copy. Errors as ps_transport_send(). */
+int ps_transport_send_tensor(ps_transport *t, const ps_peer *to,
+			     const void *head, size_t hlen,
+			     ps_tensor_buf *b) PS_WUR;
+
+/* Release the caller's hold on b. Accepts NULL and *bp == NULL; sets *bp
+ * to NULL. Any thread that owns b. */
+void ps_tensor_buf_destroy(ps_tensor_buf **bp);
+
 /* Wait up to timeout_ms (-1: forever, 0: poll) for the next message.
  * A listening transport with CURVE answers the ZAP requests of new
  * connections meanwhile. Errors: PS_ETIMEDOUT (nothing arrived),

@@ -20,6 +20,22 @@ struct ps_transport_ops {
 	int (*wait_any)(ps_transport *const *ts, size_t n, int timeout_ms);
 	/* Optional (NULL: no counters). */
 	void (*refusals)(const ps_transport *t, ps_transport_refusals *out);
+	/* Optional, both or neither: a tensor buffer the backend can send
+	 * without copying (its ops set to this table), and the send of one
+	 * (b->len > 0; b made by this backend). NULL: the generic layer
+	 * mallocs buffers and sends them through send, which copies. */
+	int (*tensor_new)(ps_transport *t, size_t len, ps_tensor_buf **out);
+	int (*send_tensor)(ps_transport *t, const ps_peer *to,
+			   const void *head, size_t hlen, ps_tensor_buf *b);
+};
+
+/* A backend embeds this as the first member of its tensor buffer. */
+struct ps_tensor_buf {
+	/* The backend that made it; NULL for the generic layer's. */
+	const struct ps_transport_ops *ops;
+	void (*release)(ps_tensor_buf *b); /* frees b */
+	void *data;
+	size_t len;
 };
 
 struct ps_pending_send;

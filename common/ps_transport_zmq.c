@@ -7,7 +7,10 @@
  * Frames on the wire: [routing id, added by ROUTER] envelope [tensor].
  * A received message's frames stay in zmq_msg_t buffers owned by the
  * transport until the next recv, so the server applies a gradient straight
- * from ZeroMQ's buffer without copying it.
+ * from ZeroMQ's buffer without copying it. On the sending side a tensor
+ * buffer (ps_transport_tensor_new) is a ZeroMQ message of its own, sent as
+ * reference-counted copies, so a client's kept push is the very bytes
+ * ZeroMQ sends: written once, never copied again in user space.
  *
  * With CURVE the listening side also owns a ZAP handler (a REP socket on
  * inproc://zeromq.zap.01 of its own context) and a monitor of handshake
@@ -115,10 +118,11 @@ static void drain(void *sock)
 	}
 }
 
-static int zt_send(ps_transport *t, const ps_peer *to, const void *head,
-		   size_t hlen, const void *tensor, size_t tlen)
+/* The routing id (listening side) and the envelope, the envelope with
+ * ZMQ_SNDMORE when a tensor frame follows. */
+static int send_head(zmq_transport *z, const ps_peer *to, const void *head,
+		     size_t hlen, int more)
 {
-	zmq_transport *z = (zmq_transport *)t;
 	/* The listening side never blocks on one slow peer: a full queue
 	 * is reported and the reply dropped by the caller. */
 	int flags = z->listening ? ZMQ_DONTWAIT : 0;
@@ -129,13 +133,87 @@ static int zt_send(ps_transport *t, const ps_peer *to, const void *head,
 		if (zmq_send(z->sock, to->id, to->len, flags | ZMQ_SNDMORE) < 0)
 			return from_errno(zmq_errno());
 	}
-	if (zmq_send(z->sock, head, hlen, flags | (tlen ? ZMQ_SNDMORE : 0)) < 0)
-		return from_errno(zmq_errno());
-	/* Once the first frame is queued ZeroMQ sends all or nothing; the
-	 * tensor frame cannot fail for lack of room. */
-	if (tlen && zmq_send(z->sock, tensor, tlen, flags) < 0)
+	if (zmq_send(z->sock, head, hlen, flags | (more ? ZMQ_SNDMORE : 0)) < 0)
 		return from_errno(zmq_errno());
 	return PS_OK;
+}
+
+static int zt_send(ps_transport *t, const ps_peer *to, const void *head,
+		   size_t hlen, const void *tensor, size_t tlen)
+{
+	zmq_transport *z = (zmq_transport *)t;
+	int rc = send_head(z, to, head, hlen, tlen > 0);
+
+	if (rc != PS_OK)
+		return rc;
+	/* Once the first frame is queued ZeroMQ sends all or nothing; the
+	 * tensor frame cannot fail for lack of room. */
+	if (tlen && zmq_send(z->sock, tensor, tlen,
+			     z->listening ? ZMQ_DONTWAIT : 0) < 0)
+		return from_errno(zmq_errno());
+	return PS_OK;
+}
+
+/* A tensor buffer that is a ZeroMQ message: a send queues a copy of the
+ * message, which shares the bytes and a reference count with it (for
+ * more than 33 bytes; smaller ones are copied, which costs nothing), so
+ * the bytes are written once, by the caller, and never copied in user
+ * space again. Whoever lets go last, the caller or the I/O thread once
+ * the bytes are written to the socket, frees them. */
+typedef struct zmq_tensor {
+	ps_tensor_buf base;
+	zmq_msg_t msg;
+} zmq_tensor;
+
+static void zt_tensor_release(ps_tensor_buf *b)
+{
+	zmq_tensor *zb = (zmq_tensor *)b;
+	zmq_msg_close(&zb->msg);
+	free(zb);
+}
+
+static int zt_tensor_new(ps_transport *t, size_t len, ps_tensor_buf **out)
+{
+	zmq_tensor *zb = malloc(sizeof *zb);
+
+	if (!zb)
+		return PS_ENOMEM;
+	if (zmq_msg_init_size(&zb->msg, len) != 0) {
+		free(zb);
+		return PS_ENOMEM;
+	}
+	zb->base.ops = t->ops;
+	zb->base.release = zt_tensor_release;
+	zb->base.data = zmq_msg_data(&zb->msg);
+	zb->base.len = len;
+	*out = &zb->base;
+	return PS_OK;
+}
+
+static int zt_send_tensor(ps_transport *t, const ps_peer *to,
+			  const void *head, size_t hlen, ps_tensor_buf *b)
+{
+	zmq_transport *z = (zmq_transport *)t;
+	zmq_tensor *zb = (zmq_tensor *)b;
+	zmq_msg_t copy;
+	int rc;
+
+	/* The copy first: once the envelope is queued, the tensor frame
+	 * must follow. */
+	zmq_msg_init(&copy);
+	if (zmq_msg_copy(&copy, &zb->msg) != 0) {
+		rc = from_errno(zmq_errno());
+		zmq_msg_close(&copy);
+		return rc;
+	}
+	rc = send_head(z, to, head, hlen, 1);
+	if (rc == PS_OK && zmq_msg_send(&copy, z->sock,
+					z->listening ? ZMQ_DONTWAIT : 0) < 0)
+		rc = from_errno(zmq_errno());
+	/* A sent message is ZeroMQ's; one that was not is still ours. */
+	if (rc != PS_OK)
+		zmq_msg_close(&copy);
+	return rc;
 }
 
 static int recv_part(void *sock, zmq_msg_t *m, int *more)
@@ -511,6 +589,8 @@ static const struct ps_transport_ops zmq_ops = {
 	.destroy = zt_destroy,
 	.wait_any = zt_wait_any,
 	.refusals = zt_refusals,
+	.tensor_new = zt_tensor_new,
+	.send_tensor = zt_send_tensor,
 };
 
 static int no_curve(ps_err *e)

@@ -779,6 +779,7 @@ static int handle_push(ps_server *s, const ps_frame *f, const ps_msg *in,
 	uint64_t tau;
 	char why[160];
 	ps_msg m;
+	int ack_now, ack_later;
 	int rc = check_range(s, f, in, p->begin, p->end);
 
 	if (rc != PS_OK)
@@ -852,6 +853,31 @@ static int handle_push(ps_server *s, const ps_frame *f, const ps_msg *in,
 			      PS_WIRE_ERR_MALFORMED, why);
 	}
 	tau = s->st.version - p->base_version;
+	/* Every check has passed: the push will be applied, here, before
+	 * the server reads another message. Outside bsp its ack (the
+	 * version it makes, counted up front) goes out now, so that ZeroMQ
+	 * sends it from its I/O thread while this thread applies the step:
+	 * the round trip no longer waits for the step. A later reply to
+	 * any peer is sent after the step, so nobody can see the ack's
+	 * version without its update. Under bsp the ack comes after the
+	 * gradient is stored, as before (no step is taken here). */
+	ps_msg_init(&m, PS_MSG_ACK, in->request_id, in->worker_id);
+	m.u.ack.version = s->cfg.consistency == PS_CONSISTENCY_BSP
+				  ? s->st.version
+				  : s->st.version + 1;
+	m.u.ack.staleness = tau;
+	m.u.ack.seq = p->seq;
+	m.u.ack.stop = s->st.stopped;
+	if (s->cfg.drop_ack_every &&
+	    ++s->acks_counted % s->cfg.drop_ack_every == 0) {
+		s->st.acks_dropped++; /* fault injection: "lost" on the way */
+		ack_now = ack_later = 0;
+	} else {
+		ack_now = s->cfg.consistency != PS_CONSISTENCY_BSP;
+		ack_later = !ack_now;
+	}
+	if (ack_now)
+		reply(s, &f->from, &m, NULL, 0);
 	if (s->cfg.consistency == PS_CONSISTENCY_BSP) {
 		/* Kept aside; applied with the others' in bsp_try_step(). */
 		memcpy(slot->bsp_grad, f->tensor, count * sizeof(float));
@@ -887,16 +913,7 @@ static int handle_push(ps_server *s, const ps_frame *f, const ps_msg *in,
 	slot->clock++;
 	if (p->seq != 0)
 		seq_mark(slot, p->seq);
-
-	ps_msg_init(&m, PS_MSG_ACK, in->request_id, in->worker_id);
-	m.u.ack.version = s->st.version;
-	m.u.ack.staleness = tau;
-	m.u.ack.seq = p->seq;
-	m.u.ack.stop = s->st.stopped;
-	if (s->cfg.drop_ack_every &&
-	    ++s->acks_counted % s->cfg.drop_ack_every == 0)
-		s->st.acks_dropped++; /* fault injection: "lost" on the way */
-	else
+	if (ack_later)
 		reply(s, &f->from, &m, NULL, 0);
 	if (s->cfg.consistency == PS_CONSISTENCY_BSP)
 		bsp_try_step(s);

@@ -26,6 +26,8 @@ struct fake_transport {
 	int fail_rc;
 	size_t refused;
 	ps_transport_refusals stats;
+	fake_send_hook hook;
+	void *hook_arg;
 };
 
 static const struct ps_transport_ops fake_ops;
@@ -79,6 +81,8 @@ static int fake_send(ps_transport *t, const ps_peer *to, const void *head,
 		r->tensor_len = tlen;
 	}
 	f->count++;
+	if (f->hook)
+		f->hook(f->hook_arg, r);
 	return PS_OK;
 }
 
@@ -174,6 +178,14 @@ void fake_transport_fail_next(ps_transport *t, size_t n, int rc)
 
 	f->fail_left = n;
 	f->fail_rc = rc;
+}
+
+void fake_transport_on_send(ps_transport *t, fake_send_hook hook, void *arg)
+{
+	struct fake_transport *f = fake_of(t);
+
+	f->hook = hook;
+	f->hook_arg = arg;
 }
 
 size_t fake_transport_refused(const ps_transport *t)

@@ -46,6 +46,12 @@ void fake_transport_clear(ps_transport *t);
  * nothing; n == 0 makes every send succeed again. */
 void fake_transport_fail_next(ps_transport *t, size_t n, int rc);
 
+/* Call hook(arg, record) after each send is recorded, while the sender
+ * is still inside ps_transport_send(): a test sees what the sender had
+ * done by the time the message left (NULL: no hook). */
+typedef void (*fake_send_hook)(void *arg, const fake_sent *r);
+void fake_transport_on_send(ps_transport *t, fake_send_hook hook, void *arg);
+
 /* Sends refused so far by fake_transport_fail_next(). */
 size_t fake_transport_refused(const ps_transport *t);
 

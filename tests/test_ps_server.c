@@ -2107,6 +2107,120 @@ static void test_server_drop_ack_hook(void **state)
 	assert_int_equal(stats(f).version, 2);
 }
 
+/* What the server had done when each ack left (fake_transport_on_send). */
+typedef struct ack_watch {
+	fx *f;
+	size_t acks;
+	ps_msg ack;              /* the last one */
+	float w[NPARAMS];        /* the weights as that ack left */
+	uint64_t version;        /* the server's version then */
+} ack_watch;
+
+static void watch_acks(void *arg, const fake_sent *r)
+{
+	ack_watch *a = arg;
+	ps_msg m;
+	ps_err e = { 0, "" };
+
+	if (ps_wire_decode(r->head, r->head_len, &m, &e) != PS_OK ||
+	    m.kind != PS_MSG_ACK)
+		return;
+	a->acks++;
+	a->ack = m;
+	memcpy(a->w, weights(a->f), sizeof a->w);
+	a->version = stats(a->f).version;
+}
+
+/* Outside bsp a push that passed every check is acknowledged before its
+ * step is taken (ZeroMQ sends the ack while the server applies), and the
+ * ack already reports the version the step makes; by the time the server
+ * handles anything else the step is in the weights. A push that fails a
+ * check (here NaN) gets no ack at all and changes nothing. */
+static void ack_leaves_before_the_step(fx *f, const char *consistency)
+{
+	ack_watch a;
+	float g[NPARAMS], w0[NPARAMS], want[NPARAMS];
+	ps_msg m, r;
+
+	use_server(f, consistency, 0, 0);
+	memset(&a, 0, sizeof a);
+	a.f = f;
+	join(f, 0);
+	join(f, 1);
+	fake_transport_on_send(f->t, watch_acks, &a);
+	memcpy(w0, weights(f), sizeof w0);
+	gradient(g, NPARAMS, 2);
+	for (size_t i = 0; i < NPARAMS; i++)
+		want[i] = w0[i] - LR * g[i];
+	m = mk_push(f, 1, 0, 0, NPARAMS, 8);
+	m.u.push.clock = 0;
+	assert_int_equal(feed(f, &f->peer[0], &m, g, sizeof g), PS_OK);
+	take_reply(f, &f->peer[0], &r);
+	assert_int_equal(a.acks, 1);
+	/* It left before the step ... */
+	assert_int_equal(a.version, 0);
+	assert_floats_equal(a.w, w0, NPARAMS);
+	/* ... saying what the step makes, which was taken before return. */
+	assert_int_equal(a.ack.u.ack.version, 1);
+	assert_int_equal(a.ack.u.ack.staleness, 0);
+	assert_int_equal(a.ack.u.ack.seq, m.u.push.seq);
+	assert_false(a.ack.u.ack.duplicate);
+	assert_int_equal(stats(f).version, 1);
+	assert_int_equal(stats(f).pushes_applied, 1);
+	assert_floats_equal(weights(f), want, NPARAMS);
+
+	/* NaN: refused, no ack, nothing applied. */
+	g[5] = NAN;
+	m = mk_push(f, 1, 1, 0, NPARAMS, 8);
+	m.u.push.clock = 1;
+	assert_int_equal(feed(f, &f->peer[0], &m, g, sizeof g), PS_ENONFINITE);
+	take_reply(f, &f->peer[0], &r);
+	assert_int_equal(r.kind, PS_MSG_ERROR);
+	assert_int_equal(r.u.error.code, PS_WIRE_ERR_NONFINITE);
+	assert_int_equal(a.acks, 1);
+	assert_int_equal(stats(f).version, 1);
+	assert_floats_equal(weights(f), want, NPARAMS);
+	fake_transport_on_send(f->t, NULL, NULL);
+}
+
+static void test_server_ack_leaves_before_the_step_async(void **state)
+{
+	ack_leaves_before_the_step(*state, "async");
+}
+
+static void test_server_ack_leaves_before_the_step_ssp(void **state)
+{
+	ack_leaves_before_the_step(*state, "ssp:1");
+}
+
+/* Under bsp a push is not applied by itself: its ack leaves once the
+ * gradient is stored, with the version before the step, and the step
+ * follows when the last trainer's push arrives. */
+static void test_server_bsp_ack_reports_the_version_before_the_step(void **state)
+{
+	fx *f = *state;
+	ack_watch a;
+	float g[NPARAMS];
+	ps_msg r;
+
+	use_server(f, "bsp", 0, 0);
+	memset(&a, 0, sizeof a);
+	a.f = f;
+	join_all(f);
+	fake_transport_on_send(f->t, watch_acks, &a);
+	gradient(g, NPARAMS, 1);
+	r = push_clock(f, 0, 0, 0, g, 8);
+	assert_int_equal(r.u.ack.version, 0);
+	assert_int_equal(stats(f).version, 0);
+	r = push_clock(f, 1, 0, 0, g, 8);
+	assert_int_equal(r.u.ack.version, 0);
+	/* The step came after the last ack left. */
+	assert_int_equal(a.acks, 2);
+	assert_int_equal(a.version, 0);
+	assert_int_equal(stats(f).version, 1);
+	fake_transport_on_send(f->t, NULL, NULL);
+}
+
 /* A checkpoint restores weights, optimizer state, counters and each
  * worker's standing: the restored server's next update equals the
  * original's, a repeat of a push applied before the checkpoint is
@@ -2356,6 +2470,9 @@ int main(void)
 		T(test_server_answers_heartbeats),
 		T(test_server_drops_silent_worker_under_bsp),
 		T(test_server_drops_rank_that_never_registers),
+		T(test_server_ack_leaves_before_the_step_async),
+		T(test_server_ack_leaves_before_the_step_ssp),
+		T(test_server_bsp_ack_reports_the_version_before_the_step),
 		T(test_server_drop_ack_hook),
 		T(test_server_checkpoint_restores_everything),
 		T(test_server_refuses_model_beyond_max_params),

@@ -43,13 +43,18 @@
  * gradient was computed from. */
 #define HISTORY 16
 
-/* A push sent and not yet acknowledged, kept to be sent again. */
+/* A push sent and not yet acknowledged, kept to be sent again. The
+ * gradient slice is copied once, into a tensor buffer of the link's
+ * transport, which every send of the push shares (over ZeroMQ no send
+ * copies it again); it is released when the push is settled. A new
+ * buffer each push: a resend may still be queued when the ack of an
+ * earlier send arrives, so the bytes of a settled push are not
+ * reused. */
 typedef struct retained_push {
 	int used;
 	int tries;  /* sends so far */
 	ps_msg msg;
-	float *g;   /* copy of the gradient slice */
-	size_t cap; /* floats g can hold */
+	ps_tensor_buf *g; /* the gradient slice; NULL when !used */
 } retained_push;
 
 /* The connection to one server shard. */
@@ -122,7 +127,7 @@ static void link_release(link *l, int max_inflight)
 {
 	ps_transport_destroy(&l->t);
 	for (int i = 0; l->kept && i < max_inflight; i++)
-		free(l->kept[i].g);
+		ps_tensor_buf_destroy(&l->kept[i].g);
 	free(l->kept);
 	l->kept = NULL;
 }
@@ -219,12 +224,14 @@ void ps_client_destroy(ps_client **cp)
 	*cp = NULL;
 }
 
-static int send_msg(link *l, const ps_msg *m, const void *tensor, size_t tlen,
-		    ps_err *e)
+static int send_with(link *l, const ps_msg *m, const void *tensor,
+		     size_t tlen, ps_tensor_buf *kept, ps_err *e)
 {
 	size_t len = 0;
 	int rc = ps_wire_encode(m, l->buf, sizeof l->buf, &len);
-	if (rc == PS_OK)
+	if (rc == PS_OK && kept)
+		rc = ps_transport_send_tensor(l->t, NULL, l->buf, len, kept);
+	else if (rc == PS_OK)
 		rc = ps_transport_send(l->t, NULL, l->buf, len, tensor, tlen);
 	if (rc != PS_OK)
 		return ps_err_set(e, rc, "cannot send %s to %s: %s",
@@ -233,9 +240,10 @@ static int send_msg(link *l, const ps_msg *m, const void *tensor, size_t tlen,
 	return PS_OK;
 }
 
-static size_t push_floats(const ps_msg *m)
+static int send_msg(link *l, const ps_msg *m, const void *tensor, size_t tlen,
+		    ps_err *e)
 {
-	return (size_t)(m->u.push.end - m->u.push.begin);
+	return send_with(l, m, tensor, tlen, NULL, e);
 }
 
 /* Send a kept push (again), under a new request id so that a reply to
@@ -244,8 +252,7 @@ static int send_kept(link *l, retained_push *k, ps_err *e)
 {
 	k->tries++;
 	k->msg.request_id = l->next_id++;
-	return send_msg(l, &k->msg, k->g, push_floats(&k->msg) * sizeof(float),
-			e);
+	return send_with(l, &k->msg, NULL, 0, k->g, e);
 }
 
 static retained_push *find_kept(const ps_client *c, link *l,
@@ -260,6 +267,7 @@ static retained_push *find_kept(const ps_client *c, link *l,
 static void release_kept(link *l, retained_push *k)
 {
 	k->used = 0;
+	ps_tensor_buf_destroy(&k->g);
 	if (l->inflight > 0)
 		l->inflight--;
 }
@@ -953,15 +961,14 @@ int ps_client_push(ps_client *c, const float *g, uint64_t begin,
 				k = &l->kept[j];
 		if (!k) /* cannot be: the wait above left a slot free */
 			return ps_err_set(e, PS_EINVAL, "no free push slot");
-		if (k->cap < count) {
-			float *g2 = realloc(k->g, count * sizeof *g2);
-			if (!g2)
-				return ps_err_set(e, PS_ENOMEM,
-						  "out of memory for a copy of a push");
-			k->g = g2;
-			k->cap = count;
-		}
-		memcpy(k->g, g + (b - begin), count * sizeof *g);
+		/* Left by a push whose send failed. */
+		ps_tensor_buf_destroy(&k->g);
+		if (ps_transport_tensor_new(l->t, count * sizeof *g, &k->g) !=
+		    PS_OK)
+			return ps_err_set(e, PS_ENOMEM,
+					  "out of memory for a copy of a push");
+		memcpy(ps_tensor_buf_data(k->g), g + (b - begin),
+		       count * sizeof *g);
 		k->tries = 0;
 		ps_msg_init(&k->msg, PS_MSG_PUSH, 0, l->worker_id);
 		k->msg.u.push.base_version = shard_base(c, i, base_version);

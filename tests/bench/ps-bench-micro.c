@@ -481,7 +481,7 @@ static int ours_drain(void *ctx)
 
 static int ours_case(bench *b, int t)
 {
-	ps_transport_opts topts = {64 << 20, 1000};
+	ps_transport_opts topts = {64 << 20, 1000, NULL};
 	ps_server_config cfg;
 	ps_transport *tr = NULL;
 	ps_server *s = NULL;

@@ -56,6 +56,8 @@ static const char *code_name(enum ps_wire_errcode c)
 		return "bad_rank";
 	case PS_WIRE_ERR_SHUTTING_DOWN:
 		return "shutting_down";
+	case PS_WIRE_ERR_TOO_OLD:
+		return "too_old";
 	case PS_WIRE_ERR_UNSPECIFIED:
 		break;
 	}
