@@ -33,6 +33,28 @@ def run_shards(tmp, name, servers, args, seconds=60):
     return run, summary
 
 
+@timeout(90)
+def test_prefetch_own_push_over_shards_equals_sequential_sgd(tmp):
+    """One prefetching trainer over 2 and 3 shards adds its own newest
+    push to each shard's part at the rate that shard announced: with a
+    decaying rate and uneven ranges that is still sequential SGD, bit for
+    bit."""
+    pslib.need(pslib.SERVER, pslib.WORKER)
+    idx = write_idx(tmp, 500, 6, 3, 9)
+    common = ["--model", "softmax", "--data", idx, "--epochs", "2", "--batch", "25",
+              "--lr", "0.3", "--lr-schedule", "invsqrt", "--lr-decay-steps", "10",
+              "--workers", "1", "--seed", "4"]
+    want = oracle(tmp, "oracle", common)
+    for servers in (2, 3):
+        run, s = run_shards(tmp, "p%d" % servers, servers, common + ["--prefetch"])
+        assert_same_model(os.path.join(run, "model.bin"), want,
+                          "prefetch over %d shards" % servers)
+        with open(os.path.join(run, "worker-0.log")) as f:
+            log = f.read()
+        pushes = steps(500, 1, 0, 25, 2)
+        assert "own newest gradient added to %d of %d" % (pushes, pushes) in log, log
+
+
 @timeout(120)
 def test_bsp_same_weights_for_one_two_three_shards(tmp):
     """bsp with fixed seeds: S = 1, 2 and 3 shards give the synchronous-SGD
