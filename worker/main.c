@@ -68,6 +68,7 @@ int main(int argc, char **argv)
 	double val_fraction = 0;
 	const char *val_data = NULL;
 	int patience = 0;
+	double stop_at_accuracy = 0;
 	int check = 0;
 	ps_cluster cluster;
 	int in_cluster = 0;
@@ -139,6 +140,10 @@ int main(int argc, char **argv)
 		 "evaluator: stop training once the validation loss has not improved "
 		 "for P evaluations, keeping the best weights; 0: never",
 		 0, 1000000, NULL},
+		{"stop-at-accuracy", PS_CLI_DOUBLE, &stop_at_accuracy, "A",
+		 "evaluator: stop training once an evaluation's test accuracy is "
+		 "at least A (a classifier; 0: never)",
+		 0, 1, NULL},
 		{"result-out", PS_CLI_STRING, &result_out, "PATH",
 		 "evaluator: write the final test loss and accuracy here (JSON)",
 		 0, -1, NULL},
@@ -218,6 +223,9 @@ int main(int argc, char **argv)
 				"--prefetch works with a pull and a push every step");
 	if (rc == PS_OK && stale_prefetch && !prefetch)
 		rc = ps_err_set(&e, PS_EINVAL, "--stale-prefetch needs --prefetch");
+	if (rc == PS_OK && stop_at_accuracy > 0 && role != 1)
+		rc = ps_err_set(&e, PS_EINVAL,
+				"--stop-at-accuracy is for the evaluator (--role eval)");
 	if (rc == PS_OK && patience > 0 && !val_data)
 		rc = ps_err_set(&e, PS_EINVAL,
 				"--patience needs --val-data and --val-fraction");
@@ -293,6 +301,7 @@ int main(int argc, char **argv)
 	cfg.val_fraction = val_fraction;
 	cfg.val_data = val_data;
 	cfg.patience = (uint32_t)patience;
+	cfg.stop_at_accuracy = stop_at_accuracy;
 	cfg.crash_after = crash_after;
 	cfg.fetch_every = (uint32_t)fetch_every;
 	cfg.push_every = (uint32_t)push_every;

@@ -538,12 +538,19 @@ int ps_worker_evaluate(const ps_worker_config *cfg, ps_err *e)
 	float *w = NULL;
 	double t0, prev_t = 0;
 	uint64_t prev_version = 0, n;
-	int rc, done = 0;
+	int rc, done = 0, target_stop = 0;
 
 	rc = setup(cfg, PS_ROLE_EVALUATOR, &data, &model, &client, &welcome,
 		   e);
 	if (rc != PS_OK)
 		goto out;
+	if (cfg->stop_at_accuracy > 0 && ps_model_num_classes(model) == 0) {
+		rc = ps_err_set(e, PS_EINVAL,
+				"--stop-at-accuracy: model %s is not a "
+				"classifier and has no accuracy",
+				cfg->model);
+		goto out;
+	}
 	n = welcome.num_params;
 	w = malloc(n * sizeof *w);
 	if (!w) {
@@ -637,9 +644,25 @@ int ps_worker_evaluate(const ps_worker_config *cfg, ps_err *e)
 			if (rc != PS_OK)
 				goto out;
 		}
-		if (val.rows && !done) {
+		if (val.rows && !done && !target_stop) {
 			rc = val_check(&val, cfg, client, w, n, version,
 				       vev.loss, e);
+			if (rc != PS_OK)
+				goto out;
+		}
+		/* One stop at most: the first of patience and target. */
+		if (!done && !val.asked_stop && !target_stop &&
+		    cfg->stop_at_accuracy > 0 &&
+		    ev.accuracy >= cfg->stop_at_accuracy) {
+			char reason[120];
+			snprintf(reason, sizeof reason,
+				 "test accuracy %.4f reached the target %g at "
+				 "version %" PRIu64,
+				 ev.accuracy, cfg->stop_at_accuracy, version);
+			ps_log_info("stopping: %s", reason);
+			target_stop = 1;
+			rc = ps_client_stop(client, reason, NULL, 0, n, version,
+					    e);
 			if (rc != PS_OK)
 				goto out;
 		}

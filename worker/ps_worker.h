@@ -47,6 +47,8 @@ typedef struct ps_worker_config {
 	uint32_t patience;      /* evaluator: stop training after this many
 				 * evaluations without a better validation
 				 * loss; 0: never */
+	double stop_at_accuracy; /* evaluator: stop training once the test
+				  * accuracy reaches this; 0: never */
 	const char *result_out; /* evaluator: final figures, JSON */
 	const char *metrics_out;/* evaluator: one JSON line per evaluation;
 				 * trainer: one every metrics_every seconds */

@@ -12,16 +12,17 @@ processes, reported as a ratio". `make bench` runs it.
 pserver side: for each repetition i and each worker count W,
     scripts/ps-launch --model mlp --hidden 256 --batch 64 --workers W
         --epochs E --lr LR --lr-schedule const --seed S+i
-        --transport T --progress-every 0.5 --quiet
+        --transport T --progress-every 0.5 --stop-at-accuracy TARGET --quiet
         --run-dir OUT/pserver-T-wW-rI
 (1 server, W trainers, 1 evaluator; T is each of --transport, default tcp,
 the launcher's default; with several, each is its own row "pserver/T"). Its time to the target is the
 train_seconds of the first metrics.jsonl line whose test_accuracy reaches
 the target: the server's training clock (seconds since the first trainer
 said hello, so data loading and process start-up are excluded) at the
-moment the evaluator pulled the weights it measured. samples/s is
-summary.json's samples_per_second over the whole run (E epochs, which go
-on after the target).
+moment the evaluator pulled the weights it measured. The evaluation that
+sees the target stops the run (--stop-at-accuracy), so a run trains at
+most E epochs and usually far fewer; samples/s is summary.json's
+samples_per_second over the run, until that stop, like PyTorch's.
 
 PyTorch side: scripts/bench/torch_mlp.py --procs W --repeat 1 --seed S+i
 --lr LR --target T --eval-every 0.5 --max-epochs E, run with
@@ -218,7 +219,7 @@ def run_pserver(a, transport, workers, seed, run_dir):
            "--optimizer", "sgd", "--seed", str(seed),
            "--transport", transport.split("+")[0],
            "--progress-every", repr(a.eval_every), "--time-limit", repr(a.time_limit),
-           "--quiet", "--run-dir", run_dir]
+           "--stop-at-accuracy", repr(a.target), "--quiet", "--run-dir", run_dir]
     if transport.endswith("+prefetch"):
         cmd.append("--prefetch")
     load0 = loadavg()

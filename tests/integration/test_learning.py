@@ -116,6 +116,41 @@ def test_early_stopping_stops_diverging_run(tmp):
 
 
 @timeout(60)
+def test_stop_at_accuracy_ends_run_at_target(tmp):
+    # Logistic regression on a synthetic set passes 0.9 within the first
+    # epoch of 40: the evaluation that first sees 0.9 stops the run, and
+    # the weights are not replaced (no validation, no best weights).
+    rows, batch, epochs = 20000, 32, 40
+    run, s = launch(tmp, "run", [
+        "--model", "logistic", "--data", "synthetic-logistic:%d" % rows,
+        "--workers", "2", "--batch", str(batch), "--epochs", str(epochs),
+        "--stop-at-accuracy", "0.9", "--val-fraction", "0.1",
+        "--progress-every", "0.1"], 50)
+    check_stopped(run, s)
+    assert s["stop_reason"].startswith("test accuracy ") and \
+        "reached the target 0.9" in s["stop_reason"], s["stop_reason"]
+    assert s["server"]["weights_restored"] is False, s["server"]
+    lines = [json.loads(l) for l in
+             pslib.read_text(os.path.join(run, "metrics.jsonl")).splitlines()]
+    hit = [l for l in lines if l["test_accuracy"] >= 0.9]
+    assert hit, lines
+    # The stop names the version of the first evaluation at the target;
+    # the run made only a small part of its 40 epochs.
+    assert "at version %d" % hit[0]["updates"] in s["stop_reason"], (s["stop_reason"], hit[0])
+    assert s["updates"] < epochs * rows * 0.9 // batch // 10, s["updates"]
+
+    # Bad input: refused before anything starts.
+    for args, why in ((["--stop-at-accuracy", "1.5"], "[0, 1]"),
+                      (["--stop-at-accuracy", "0.9", "--no-eval"], "evaluator"),
+                      (["--stop-at-accuracy", "0.9", "--model", "linear"],
+                       "not a classifier")):
+        rc, out, err, _ = pslib.run_launcher(
+            ["--data", "synthetic-logistic:100"] + args, os.path.join(tmp, "bad"),
+            timeout=20)
+        assert rc == 2 and why in err, output(rc, out, err)
+
+
+@timeout(60)
 def test_early_stopping_stops_nonfinite_run(tmp):
     pslib.need_fashion_mnist()
     # An MLP at lr 5: its ReLUs die and the loss sits at log 10 with
