@@ -82,7 +82,7 @@ SERVER_SRC := $(filter-out server/main.c,$(wildcard server/*.c))
 WORKER_SRC := $(filter-out worker/main.c worker/eval_main.c,$(wildcard worker/*.c))
 TEST_SRC := $(wildcard tests/test_ps_*.c)
 # Linked into every test binary: the seams tests mock at (fake transport).
-TEST_SUPPORT_SRC := tests/fake_transport.c
+TEST_SUPPORT_SRC := tests/fake_transport.c tests/test_rmtree.c
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 COMMON_OBJ := $(call obj,$(COMMON_SRC)) $(patsubst $(BUILD)/gen/%.c,$(BUILD)/obj/gen/%.o,$(GEN_C))

@@ -12,7 +12,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +21,7 @@
 
 #include "ps_curve.h"
 #include "ps_error.h"
+#include "test_rmtree.h"
 
 static char tmpdir[] = "/tmp/test_ps_curve.XXXXXX";
 
@@ -39,19 +39,10 @@ static int group_setup(void **state)
 	return mkdtemp(tmpdir) ? 0 : -1;
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag,
-			struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static int group_teardown(void **state)
 {
 	(void)state;
-	return nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	return test_rmtree(tmpdir);
 }
 
 static void write_file(const char *path, const char *text, mode_t mode)

@@ -12,7 +12,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <limits.h>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -20,13 +19,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "fake_transport.h"
 #include "ps_error.h"
 #include "ps_transport.h"
+#include "test_rmtree.h"
 
 #define WAIT_MS 5000 /* a message sent to a live peer arrives by then */
 
@@ -41,19 +40,10 @@ static int group_setup(void **state)
 	return mkdtemp(tmpdir) ? 0 : -1;
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag,
-			struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static int group_teardown(void **state)
 {
 	(void)state;
-	return nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	return test_rmtree(tmpdir);
 }
 
 static double now_ms(void)

@@ -8,29 +8,19 @@
  * own checks behind the checksum.
  */
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
-#include <zlib.h>
 
+#include "fuzz_file.h"
 #include "ps_checkpoint.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static int fd = -1;
-static char path[64];
-
-static void read_one(const uint8_t *buf, size_t len)
+static void read_one(const char *path)
 {
 	ps_checkpoint ck;
 	ps_err e = {0};
 	float sum = 0;
 
-	if (ftruncate(fd, 0) != 0 ||
-	    (len > 0 && pwrite(fd, buf, len, 0) != (ssize_t)len))
-		abort();
 	if (ps_checkpoint_read(path, &ck, &e) != PS_OK) {
 		if (ck.w || ck.state || ck.workers)
 			abort(); /* documented: nothing is left allocated */
@@ -51,26 +41,5 @@ static void read_one(const uint8_t *buf, size_t len)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	uint8_t *fixed;
-	uint32_t crc;
-
-	if (fd < 0) {
-		fd = memfd_create("fuzz-checkpoint", MFD_CLOEXEC);
-		if (fd < 0)
-			abort();
-		snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-	}
-	read_one(data, size);
-	if (size < 4)
-		return 0;
-	fixed = malloc(size);
-	if (!fixed)
-		abort();
-	memcpy(fixed, data, size);
-	crc = (uint32_t)crc32(crc32(0L, Z_NULL, 0), fixed, (uInt)(size - 4));
-	memcpy(fixed + size - 4, &crc, 4);
-	if (memcmp(fixed, data, size) != 0)
-		read_one(fixed, size);
-	free(fixed);
-	return 0;
+	return fuzz_file_run("fuzz-checkpoint", data, size, read_one);
 }

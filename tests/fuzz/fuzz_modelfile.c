@@ -8,22 +8,15 @@
  * ps-eval makes the model the file names.
  */
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
-#include <zlib.h>
 
+#include "fuzz_file.h"
 #include "ps_model.h"
 #include "ps_modelfile.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static int fd = -1;
-static char path[64];
-
-static void read_one(const uint8_t *buf, size_t len)
+static void read_one(const char *path)
 {
 	ps_model_spec spec;
 	ps_model *m = NULL;
@@ -31,9 +24,6 @@ static void read_one(const uint8_t *buf, size_t len)
 	float *w = NULL;
 	ps_err e = {0};
 
-	if (ftruncate(fd, 0) != 0 ||
-	    (len > 0 && pwrite(fd, buf, len, 0) != (ssize_t)len))
-		abort();
 	if (ps_modelfile_read(path, &spec, &version, &w, &n, &e) != PS_OK) {
 		if (w)
 			abort(); /* documented: *w is NULL on failure */
@@ -55,26 +45,5 @@ static void read_one(const uint8_t *buf, size_t len)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	uint8_t *fixed;
-	uint32_t crc;
-
-	if (fd < 0) {
-		fd = memfd_create("fuzz-model", MFD_CLOEXEC);
-		if (fd < 0)
-			abort();
-		snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-	}
-	read_one(data, size);
-	if (size < 4)
-		return 0;
-	fixed = malloc(size);
-	if (!fixed)
-		abort();
-	memcpy(fixed, data, size);
-	crc = (uint32_t)crc32(crc32(0L, Z_NULL, 0), fixed, (uInt)(size - 4));
-	memcpy(fixed + size - 4, &crc, 4);
-	if (memcmp(fixed, data, size) != 0)
-		read_one(fixed, size);
-	free(fixed);
-	return 0;
+	return fuzz_file_run("fuzz-model", data, size, read_one);
 }
