@@ -50,7 +50,9 @@ int ps_mpi_allgather_str(const char *mine, char *all, size_t stride,
  * count. */
 size_t ps_mpi_frame_size(size_t hlen, size_t tlen);
 
-/* Write a frame into buf[ps_mpi_frame_size(hlen, tlen)]. */
+/* Write a frame into buf[ps_mpi_frame_size(hlen, tlen)]. With tensor
+ * NULL, the header and envelope only: the caller's tlen bytes already lie
+ * where the tensor goes. */
 void ps_mpi_frame_pack(unsigned char *buf, const void *head, size_t hlen,
 		       const void *tensor, size_t tlen);
 

@@ -279,13 +279,10 @@ static void plain_release(ps_tensor_buf *b)
 	free(b);
 }
 
-int ps_transport_tensor_new(ps_transport *t, size_t len, ps_tensor_buf **out)
+static int plain_new(size_t len, ps_tensor_buf **out)
 {
 	ps_tensor_buf *b;
 
-	*out = NULL;
-	if (t->ops->tensor_new)
-		return t->ops->tensor_new(t, len, out);
 	if (len > SIZE_MAX - sizeof *b)
 		return PS_ENOMEM;
 	b = malloc(sizeof *b + len);
@@ -295,8 +292,34 @@ int ps_transport_tensor_new(ps_transport *t, size_t len, ps_tensor_buf **out)
 	b->release = plain_release;
 	b->data = b + 1;
 	b->len = len;
+	b->refs = 1;
 	*out = b;
 	return PS_OK;
+}
+
+int ps_transport_tensor_new(ps_transport *t, size_t len, ps_tensor_buf **out)
+{
+	*out = NULL;
+	if (t->ops->tensor_new)
+		return t->ops->tensor_new(t, len, out);
+	return plain_new(len, out);
+}
+
+int ps_transport_take_tensor(ps_transport *t, const ps_frame *f,
+			     ps_tensor_buf **out)
+{
+	int rc;
+
+	*out = NULL;
+	if (!f->tensor || f->tensor_len == 0)
+		return PS_EINVAL;
+	if (t->ops->take_tensor && t->ops->take_tensor(t, f, out) == PS_OK)
+		return PS_OK;
+	/* The backend cannot hand it over: a copy. */
+	rc = plain_new(f->tensor_len, out);
+	if (rc == PS_OK)
+		memcpy((*out)->data, f->tensor, f->tensor_len);
+	return rc;
 }
 
 void *ps_tensor_buf_data(ps_tensor_buf *b)
@@ -309,11 +332,18 @@ size_t ps_tensor_buf_len(const ps_tensor_buf *b)
 	return b->len;
 }
 
+ps_tensor_buf *ps_tensor_buf_share(ps_tensor_buf *b)
+{
+	b->refs++;
+	return b;
+}
+
 void ps_tensor_buf_destroy(ps_tensor_buf **bp)
 {
 	if (!bp || !*bp)
 		return;
-	(*bp)->release(*bp);
+	if (--(*bp)->refs == 0)
+		(*bp)->release(*bp);
 	*bp = NULL;
 }
 

@@ -143,9 +143,25 @@ int ps_transport_send_tensor(ps_transport *t, const ps_peer *to,
 			     const void *head, size_t hlen,
 			     ps_tensor_buf *b) PS_WUR;
 
-/* Release the caller's hold on b. Accepts NULL and *bp == NULL; sets *bp
- * to NULL. Any thread that owns b. */
+/* Another hold on b, for a second owner in the same thread (a push kept
+ * for sending again, and the caller still reading the gradient it sent):
+ * returns b, which each owner destroys once. */
+ps_tensor_buf *ps_tensor_buf_share(ps_tensor_buf *b);
+
+/* Release the caller's hold on b; the bytes go with the last hold.
+ * Accepts NULL and *bp == NULL; sets *bp to NULL. Any thread that owns
+ * b. */
 void ps_tensor_buf_destroy(ps_tensor_buf **bp);
+
+/* The tensor frame of f, the last message received on t (f->tensor_len >
+ * 0), as a buffer the caller owns and may write: where the backend can,
+ * the received bytes themselves, so that the frame is not copied (ZeroMQ:
+ * the message, when its bytes are aligned for floats; MPI: the receive
+ * buffer), and otherwise a copy. f->tensor is not to be read afterwards.
+ * Errors: PS_EINVAL (no tensor frame), PS_ENOMEM. Caller owns the result;
+ * release with ps_tensor_buf_destroy(). */
+int ps_transport_take_tensor(ps_transport *t, const ps_frame *f,
+			     ps_tensor_buf **out) PS_WUR;
 
 /* Wait up to timeout_ms (-1: forever, 0: poll) for the next message.
  * A listening transport with CURVE answers the ZAP requests of new

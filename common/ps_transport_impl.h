@@ -27,6 +27,12 @@ struct ps_transport_ops {
 	int (*tensor_new)(ps_transport *t, size_t len, ps_tensor_buf **out);
 	int (*send_tensor)(ps_transport *t, const ps_peer *to,
 			   const void *head, size_t hlen, ps_tensor_buf *b);
+	/* Optional: hand the tensor frame of f, the last message received
+	 * on t, to the caller as a buffer (refs 1), without copying it;
+	 * PS_EINVAL when it cannot (the bytes are not aligned for floats,
+	 * or already taken). NULL: ps_transport_take_tensor() copies. */
+	int (*take_tensor)(ps_transport *t, const ps_frame *f,
+			   ps_tensor_buf **out);
 };
 
 /* A backend embeds this as the first member of its tensor buffer. */
@@ -36,6 +42,9 @@ struct ps_tensor_buf {
 	void (*release)(ps_tensor_buf *b); /* frees b */
 	void *data;
 	size_t len;
+	/* Handles the owning thread holds (ps_tensor_buf_share()); release
+	 * runs when the last is destroyed. Backends set it to 1. */
+	int refs;
 };
 
 struct ps_pending_send;

@@ -68,7 +68,7 @@ void ps_mpi_frame_pack(unsigned char *buf, const void *head, size_t hlen,
 	if (hlen)
 		memcpy(buf + PS_MPI_FRAME_HEADER, head, hlen);
 	memset(buf + PS_MPI_FRAME_HEADER + hlen, 0, pad8(hlen) - hlen);
-	if (tlen)
+	if (tlen && tensor)
 		memcpy(buf + PS_MPI_FRAME_HEADER + pad8(hlen), tensor, tlen);
 }
 
@@ -185,9 +185,22 @@ int ps_mpi_allgather_str(const char *mine, char *all, size_t stride,
 
 /* --- transport ------------------------------------------------------------- */
 
+/* A tensor buffer with room in front of the bytes for the frame's header
+ * and envelope, so that a send packs those in front and posts the frame
+ * where it lies: the tensor is not copied. Reference-counted by the
+ * generic layer; each send in progress holds one reference. */
+#define TENSOR_HEADROOM 256 /* header + padded envelope; a push's is ~60 */
+
+typedef struct mpi_tensor {
+	ps_tensor_buf base;
+	unsigned char *block; /* malloc'd: headroom, then the bytes */
+	int sending;          /* sends of it in progress */
+} mpi_tensor;
+
 typedef struct pending_send {
 	MPI_Request req;
-	unsigned char *buf;
+	unsigned char *buf;   /* a packed copy, or NULL */
+	mpi_tensor *tensor;   /* a hold on the buffer sent, or NULL */
 } pending_send;
 
 typedef struct mpi_transport {
@@ -210,7 +223,13 @@ static void reap_sends(mpi_transport *m)
 		int done = 0;
 		MPI_Test(&m->sends[i].req, &done, MPI_STATUS_IGNORE);
 		if (done) {
+			mpi_tensor *mb = m->sends[i].tensor;
 			free(m->sends[i].buf);
+			if (mb) {
+				ps_tensor_buf *b = &mb->base;
+				mb->sending--;
+				ps_tensor_buf_destroy(&b);
+			}
 			m->sends[i] = m->sends[--m->nsends];
 		} else {
 			i++;
@@ -253,7 +272,102 @@ static int mt_send(ps_transport *t, const ps_peer *to, const void *head,
 		free(buf);
 		return PS_ETRANSPORT;
 	}
+	m->sends[m->nsends].tensor = NULL;
 	m->sends[m->nsends++].buf = buf;
+	return PS_OK;
+}
+
+static void mt_tensor_release(ps_tensor_buf *b)
+{
+	mpi_tensor *mb = (mpi_tensor *)b;
+	free(mb->block);
+	free(mb);
+}
+
+static int mt_tensor_new(ps_transport *t, size_t len, ps_tensor_buf **out)
+{
+	mpi_transport *m = (mpi_transport *)t;
+	mpi_tensor *mb;
+
+	if (len > SIZE_MAX - TENSOR_HEADROOM)
+		return PS_ENOMEM;
+	mb = calloc(1, sizeof *mb);
+	if (!mb)
+		return PS_ENOMEM;
+	/* The headroom is a multiple of 8 and malloc aligns to 16, so the
+	 * bytes are aligned for floats. */
+	mb->block = malloc(TENSOR_HEADROOM + len);
+	if (!mb->block) {
+		free(mb);
+		return PS_ENOMEM;
+	}
+	mb->base.ops = m->base.ops;
+	mb->base.release = mt_tensor_release;
+	mb->base.data = mb->block + TENSOR_HEADROOM;
+	mb->base.len = len;
+	mb->base.refs = 1;
+	*out = &mb->base;
+	return PS_OK;
+}
+
+static int mt_send_tensor(ps_transport *t, const ps_peer *to,
+			  const void *head, size_t hlen, ps_tensor_buf *b)
+{
+	mpi_transport *m = (mpi_transport *)t;
+	mpi_tensor *mb = (mpi_tensor *)b;
+	size_t front = PS_MPI_FRAME_HEADER + pad8(hlen);
+	size_t size = ps_mpi_frame_size(hlen, b->len);
+	unsigned char *frame;
+	int dest, rc;
+
+	/* The header in front is rewritten for every send: while an
+	 * earlier send of the buffer may still be read by the receiver, or
+	 * when the envelope does not fit, send a packed copy. */
+	if (mb->sending > 0 || front > TENSOR_HEADROOM || size == 0)
+		return mt_send(t, to, head, hlen, b->data, b->len);
+	if (m->listening && (!to || to->len != 4))
+		return PS_EINVAL;
+	dest = m->listening ? peer_rank(to) : m->server_rank;
+	if (dest < 0 || dest >= ps_mpi_size())
+		return PS_EUNKNOWN_WORKER;
+	reap_sends(m);
+	if (m->nsends == MAX_PENDING_SENDS)
+		return PS_ETIMEDOUT; /* the peer is not receiving */
+	frame = (unsigned char *)b->data - front;
+	ps_mpi_frame_pack(frame, head, hlen, NULL, b->len);
+	rc = MPI_Isend(frame, (int)size, MPI_BYTE, dest, PS_TAG,
+		       MPI_COMM_WORLD, &m->sends[m->nsends].req);
+	if (rc != MPI_SUCCESS)
+		return PS_ETRANSPORT;
+	mb->sending++;
+	m->sends[m->nsends].buf = NULL;
+	m->sends[m->nsends++].tensor = (mpi_tensor *)ps_tensor_buf_share(b);
+	return PS_OK;
+}
+
+/* The receive buffer goes to the caller with the frame in it; the next
+ * receive allocates another. */
+static int mt_take_tensor(ps_transport *t, const ps_frame *f,
+			  ps_tensor_buf **out)
+{
+	mpi_transport *m = (mpi_transport *)t;
+	mpi_tensor *mb;
+
+	if (!m->rbuf || f->tensor < m->rbuf ||
+	    f->tensor + f->tensor_len > m->rbuf + m->rcap)
+		return PS_EINVAL;
+	mb = calloc(1, sizeof *mb);
+	if (!mb)
+		return PS_ENOMEM;
+	mb->block = m->rbuf;
+	mb->base.ops = m->base.ops;
+	mb->base.release = mt_tensor_release;
+	mb->base.data = (void *)f->tensor;
+	mb->base.len = f->tensor_len;
+	mb->base.refs = 1;
+	m->rbuf = NULL;
+	m->rcap = 0;
+	*out = &mb->base;
 	return PS_OK;
 }
 
@@ -378,6 +492,9 @@ static const struct ps_transport_ops mpi_ops = {
 	.recv = mt_recv,
 	.endpoint = mt_endpoint,
 	.destroy = mt_destroy,
+	.tensor_new = mt_tensor_new,
+	.send_tensor = mt_send_tensor,
+	.take_tensor = mt_take_tensor,
 };
 
 static int open_mpi(ps_transport **out, const char *endpoint, int listening,

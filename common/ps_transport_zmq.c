@@ -22,6 +22,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -186,6 +187,39 @@ static int zt_tensor_new(ps_transport *t, size_t len, ps_tensor_buf **out)
 	zb->base.release = zt_tensor_release;
 	zb->base.data = zmq_msg_data(&zb->msg);
 	zb->base.len = len;
+	zb->base.refs = 1;
+	*out = &zb->base;
+	return PS_OK;
+}
+
+/* The received tensor frame moves into a buffer of its own: the bytes
+ * ZeroMQ received into are the caller's. ZeroMQ may place a received
+ * frame at any byte offset in its receive buffer; a frame not aligned
+ * for floats is left to the generic layer to copy. */
+static int zt_take_tensor(ps_transport *t, const ps_frame *f,
+			  ps_tensor_buf **out)
+{
+	zmq_transport *z = (zmq_transport *)t;
+	zmq_tensor *zb;
+
+	if (!z->have_tensor || f->tensor != zmq_msg_data(&z->tensor) ||
+	    (uintptr_t)f->tensor % _Alignof(float) != 0)
+		return PS_EINVAL;
+	zb = malloc(sizeof *zb);
+	if (!zb)
+		return PS_ENOMEM;
+	zmq_msg_init(&zb->msg);
+	if (zmq_msg_move(&zb->msg, &z->tensor) != 0) {
+		zmq_msg_close(&zb->msg);
+		free(zb);
+		return PS_ENOMEM;
+	}
+	z->have_tensor = 0; /* the move left z->tensor empty */
+	zb->base.ops = t->ops;
+	zb->base.release = zt_tensor_release;
+	zb->base.data = zmq_msg_data(&zb->msg);
+	zb->base.len = zmq_msg_size(&zb->msg);
+	zb->base.refs = 1;
 	*out = &zb->base;
 	return PS_OK;
 }
@@ -591,6 +625,7 @@ static const struct ps_transport_ops zmq_ops = {
 	.refusals = zt_refusals,
 	.tensor_new = zt_tensor_new,
 	.send_tensor = zt_send_tensor,
+	.take_tensor = zt_take_tensor,
 };
 
 static int no_curve(ps_err *e)

@@ -1,5 +1,7 @@
 /*
- * Unit tests for ps_client's kept pushes, against a scripted server: a
+ * Unit tests for ps_client's kept pushes and its buffers that spare a
+ * copy (pulled weights it keeps, gradients pushed from its own buffer),
+ * against a scripted server: a
  * thread of the test that listens on a real ZeroMQ transport (tcp on an
  * ephemeral port), decodes what the client sends, records every push's
  * bytes and answers as its script says. The client runs on the test's
@@ -316,11 +318,165 @@ static void test_client_destroy_releases_kept_pushes(void **state)
 	free(g);
 }
 
+/* The scripted server's weights for pull k: k in every weight but the
+ * first, which is k + 0.5. */
+static void weights_of(float *w, int k)
+{
+	for (size_t i = 0; i < N; i++)
+		w[i] = (float)k;
+	w[0] = (float)k + 0.5f;
+}
+
+/* Answer a pull with weights_of(k), or with one float too few. */
+static void script_weights(script *s, const ps_peer *to, const ps_msg *pull,
+			   int k, int short_by_one)
+{
+	uint8_t buf[PS_WIRE_HEAD_MAX];
+	size_t len = 0;
+	ps_msg r;
+	float *w = malloc(N * sizeof *w);
+
+	if (!w) {
+		script_fail(s, "out of memory");
+		return;
+	}
+	weights_of(w, k);
+	ps_msg_init(&r, PS_MSG_WEIGHTS, pull->request_id, pull->worker_id);
+	r.u.weights.version = (uint64_t)k;
+	r.u.weights.begin = pull->u.pull.begin;
+	r.u.weights.end = pull->u.pull.end;
+	if (ps_wire_encode(&r, buf, sizeof buf, &len) != PS_OK ||
+	    ps_transport_send(s->t, to, buf, len, w,
+			      (N - (short_by_one ? 1 : 0)) * sizeof *w) != PS_OK)
+		script_fail(s, "cannot answer the pull");
+	free(w);
+}
+
+/* Two pulls answered in full, then one a float short, then bye. */
+static void *serve_pulls(void *arg)
+{
+	script *s = arg;
+	ps_peer peer;
+	ps_msg m;
+
+	if (script_welcome(s, &peer) != 0)
+		return NULL;
+	for (int k = 1; k <= 3; k++) {
+		if (script_expect(s, &peer, &m, PS_MSG_PULL) != 0)
+			return NULL;
+		script_weights(s, &peer, &m, k, k == 3);
+	}
+	script_bye(s, &peer);
+	return NULL;
+}
+
+/* A pull with no buffer of the caller's leaves the weights with the
+ * client (ps_client_weights()): exactly the server's bytes, writable by
+ * the caller, replaced by the next pull's; a reply of the wrong length
+ * is refused, not half taken. */
+static void test_client_keeps_pulled_weights(void **state)
+{
+	(void)state;
+	script s;
+	pthread_t th;
+	ps_client *c = NULL;
+	ps_msg_welcome wel;
+	ps_model_spec spec = spec_of();
+	ps_err e = {0, ""};
+	uint64_t version = 0;
+	float *want = malloc(N * sizeof *want), *w;
+
+	assert_non_null(want);
+	script_start(&s, &th, serve_pulls);
+	assert_int_equal(ps_client_new(&c, s.endpoint, 10.0, 2, &e), PS_OK);
+	assert_int_equal(ps_client_hello(c, PS_ROLE_WORKER, 0, &spec, &wel, &e),
+			 PS_OK);
+	assert_null(ps_client_weights(c));
+	assert_int_equal(ps_client_pull(c, NULL, 0, N, 0, &version, NULL, &e),
+			 PS_OK);
+	assert_int_equal(version, 1);
+	w = ps_client_weights(c);
+	assert_non_null(w);
+	weights_of(want, 1);
+	assert_memory_equal(w, want, N * sizeof *w);
+	w[0] = -1.0f; /* the caller's to write */
+	assert_float_equal(ps_client_weights(c)[0], -1.0f, 0.0f);
+
+	assert_int_equal(ps_client_pull_start(c, NULL, 0, N, 1, &e), PS_OK);
+	assert_int_equal(ps_client_pull_finish(c, &version, NULL, &e), PS_OK);
+	assert_int_equal(version, 2);
+	weights_of(want, 2);
+	assert_memory_equal(ps_client_weights(c), want, N * sizeof(float));
+
+	assert_int_equal(ps_client_pull(c, NULL, 0, N, 2, &version, NULL, &e),
+			 PS_EPROTO);
+	assert_non_null(strstr(e.msg, "tensor bytes"));
+	assert_int_equal(ps_client_bye(c, 0, 0, &e), PS_OK);
+	ps_client_destroy(&c);
+	script_finish(&s, th);
+	free(want);
+}
+
+/* A gradient written into ps_client_grad_buffer() is pushed as written
+ * and stays readable after the push; the next buffer is another one, so
+ * a push sent again (its ack lost) still carries its own bytes; a buffer
+ * not pushed is handed out again. */
+static void test_client_grad_buffer_push(void **state)
+{
+	(void)state;
+	script s;
+	pthread_t th;
+	ps_client *c = NULL;
+	ps_msg_welcome wel;
+	ps_model_spec spec = spec_of();
+	ps_client_stats st;
+	ps_err e = {0, ""};
+	float *want1 = malloc(N * sizeof(float)), *want2 = malloc(N * sizeof(float));
+	float *g1, *g2;
+
+	assert_non_null(want1);
+	assert_non_null(want2);
+	fill(want1, 1);
+	fill(want2, 2);
+	script_start(&s, &th, lose_first_ack);
+	assert_int_equal(ps_client_new(&c, s.endpoint, 10.0, 2, &e), PS_OK);
+	assert_int_equal(ps_client_hello(c, PS_ROLE_WORKER, 0, &spec, &wel, &e),
+			 PS_OK);
+	g1 = ps_client_grad_buffer(c, 0, N);
+	assert_non_null(g1);
+	assert_ptr_equal(ps_client_grad_buffer(c, 0, N), g1);
+	memcpy(g1, want1, N * sizeof *g1);
+	assert_int_equal(ps_client_push(c, g1, 0, N, 0, 8, 1.0f, 1, &e), PS_OK);
+	assert_memory_equal(g1, want1, N * sizeof *g1);
+	g2 = ps_client_grad_buffer(c, 0, N);
+	assert_non_null(g2);
+	assert_ptr_not_equal(g2, g1);
+	memcpy(g2, want2, N * sizeof *g2);
+	assert_int_equal(ps_client_push(c, g2, 0, N, 0, 8, 1.0f, 2, &e), PS_OK);
+	assert_int_equal(ps_client_flush(c, &e), PS_OK);
+	assert_memory_equal(g2, want2, N * sizeof *g2);
+	assert_int_equal(ps_client_bye(c, 16, 2, &e), PS_OK);
+	ps_client_get_stats(c, &st);
+	ps_client_destroy(&c);
+	script_finish(&s, th);
+
+	assert_int_equal(s.pushes, 3);
+	assert_memory_equal(s.bytes[0], want1, N * sizeof(float));
+	assert_memory_equal(s.bytes[1], want2, N * sizeof(float));
+	assert_memory_equal(s.bytes[2], want1, N * sizeof(float));
+	assert_int_equal(st.resent, 1);
+	script_free(&s);
+	free(want1);
+	free(want2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_client_resent_push_keeps_its_bytes),
 		cmocka_unit_test(test_client_destroy_releases_kept_pushes),
+		cmocka_unit_test(test_client_keeps_pulled_weights),
+		cmocka_unit_test(test_client_grad_buffer_push),
 	};
 
 	alarm(60);

@@ -60,6 +60,33 @@ static void test_mpi_frame_roundtrip(void **state)
 	roundtrip(33, 4 * 1024 * 1024);
 }
 
+/* Packed with no tensor pointer, a frame takes the tensor bytes already
+ * in place after the envelope (a send from a tensor buffer's headroom):
+ * they are left as they are, and the header counts them. */
+static void test_mpi_frame_pack_in_place(void **state)
+{
+	unsigned char head[13] = "in-place head";
+	size_t tlen = 4000, size = ps_mpi_frame_size(sizeof head, tlen), gh, gt;
+	size_t front = size - tlen;
+	unsigned char *buf = malloc(size);
+	const unsigned char *ph, *pt;
+
+	(void)state;
+	assert_non_null(buf);
+	for (size_t i = 0; i < tlen; i++)
+		buf[front + i] = (unsigned char)(i * 31 + 3);
+	ps_mpi_frame_pack(buf, head, sizeof head, NULL, tlen);
+	assert_int_equal(ps_mpi_frame_parse(buf, size, &ph, &gh, &pt, &gt),
+			 PS_OK);
+	assert_int_equal(gh, sizeof head);
+	assert_memory_equal(ph, head, sizeof head);
+	assert_ptr_equal(pt, buf + front);
+	assert_int_equal(gt, tlen);
+	for (size_t i = 0; i < tlen; i++)
+		assert_int_equal(pt[i], (unsigned char)(i * 31 + 3));
+	free(buf);
+}
+
 static void test_mpi_frame_rejects_damage(void **state)
 {
 	unsigned char head[10] = "envelope!", tensor[16] = {1, 2, 3};
@@ -142,6 +169,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_mpi_frame_roundtrip),
+		cmocka_unit_test(test_mpi_frame_pack_in_place),
 		cmocka_unit_test(test_mpi_frame_rejects_damage),
 		cmocka_unit_test(test_mpi_frame_size_limits),
 		cmocka_unit_test(test_mpi_not_launched_without_mpirun),

@@ -1260,6 +1260,87 @@ static void test_transport_tensor_buf_plain_fallback(void **state)
 	ps_tensor_buf_destroy(&zmq_made);
 }
 
+/* A received tensor frame taken over ZeroMQ is the received bytes
+ * themselves when they are aligned for floats (no copy), a copy when
+ * not; either way the caller's to write and to keep past the next
+ * receive. A second hold (share) keeps the bytes until both are
+ * destroyed (the sanitizer build sees a double free or a leak). */
+static void test_transport_take_tensor_zmq(void **state)
+{
+	(void)state;
+	ps_transport *srv = listen_ok("tcp://127.0.0.1:*", &quick);
+	ps_transport *cli = connect_ok(ps_transport_endpoint(srv), &quick);
+	size_t sizes[] = {4 << 20, 40000, 8};
+	uint8_t head[3] = {9, 8, 7};
+
+	for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+		size_t n = sizes[k];
+		uint8_t *want = malloc(n);
+		ps_tensor_buf *b = NULL, *again;
+		const uint8_t *at;
+		ps_frame f;
+
+		assert_non_null(want);
+		fill_pattern(want, n, (unsigned)k + 20);
+		assert_int_equal(ps_transport_send(cli, NULL, head, sizeof head,
+						   want, n),
+				 PS_OK);
+		assert_int_equal(ps_transport_send(cli, NULL, head, sizeof head,
+						   NULL, 0),
+				 PS_OK);
+		recv_ok(srv, &f);
+		at = f.tensor;
+		assert_int_equal(ps_transport_take_tensor(srv, &f, &b), PS_OK);
+		assert_non_null(b);
+		assert_int_equal(ps_tensor_buf_len(b), n);
+		assert_int_equal((uintptr_t)ps_tensor_buf_data(b) %
+					 _Alignof(float),
+				 0);
+		if (n > 64 && (uintptr_t)at % _Alignof(float) == 0)
+			assert_ptr_equal(ps_tensor_buf_data(b), at);
+		/* The next receive does not touch the taken bytes. */
+		recv_ok(srv, &f);
+		assert_int_equal(f.tensor_len, 0);
+		assert_memory_equal(ps_tensor_buf_data(b), want, n);
+		((uint8_t *)ps_tensor_buf_data(b))[0] ^= 0xff;
+		again = ps_tensor_buf_share(b);
+		assert_ptr_equal(again, b);
+		ps_tensor_buf_destroy(&b);
+		assert_null(b);
+		assert_int_equal(((uint8_t *)ps_tensor_buf_data(again))[0],
+				 want[0] ^ 0xff);
+		ps_tensor_buf_destroy(&again);
+		free(want);
+	}
+	ps_transport_destroy(&cli);
+	ps_transport_destroy(&srv);
+}
+
+/* A backend that cannot hand a frame over (the fake) gives a copy; a
+ * frame without a tensor is refused. */
+static void test_transport_take_tensor_copies_otherwise(void **state)
+{
+	(void)state;
+	ps_transport *fake = NULL;
+	uint8_t bytes[100];
+	ps_frame f;
+	ps_tensor_buf *b = NULL;
+
+	assert_int_equal(fake_transport_new(&fake), PS_OK);
+	fill_pattern(bytes, sizeof bytes, 3);
+	memset(&f, 0, sizeof f);
+	assert_int_equal(ps_transport_take_tensor(fake, &f, &b), PS_EINVAL);
+	assert_null(b);
+	f.tensor = bytes;
+	f.tensor_len = sizeof bytes;
+	assert_int_equal(ps_transport_take_tensor(fake, &f, &b), PS_OK);
+	assert_ptr_not_equal(ps_tensor_buf_data(b), bytes);
+	assert_int_equal(ps_tensor_buf_len(b), sizeof bytes);
+	assert_memory_equal(ps_tensor_buf_data(b), bytes, sizeof bytes);
+	ps_tensor_buf_destroy(&b);
+	ps_transport_destroy(&fake);
+}
+
 /* With a link delay the held message is a copy: the buffer may go before
  * the message leaves. */
 static void test_transport_tensor_buf_held_by_link_delay(void **state)
@@ -1351,6 +1432,8 @@ int main(void)
 		cmocka_unit_test(test_transport_tensor_buf_from_listener_and_empty),
 		cmocka_unit_test(test_transport_tensor_buf_plain_fallback),
 		cmocka_unit_test(test_transport_tensor_buf_held_by_link_delay),
+		cmocka_unit_test(test_transport_take_tensor_zmq),
+		cmocka_unit_test(test_transport_take_tensor_copies_otherwise),
 		cmocka_unit_test(test_transport_curve_keys),
 		cmocka_unit_test(test_transport_curve_exchange),
 		cmocka_unit_test(test_transport_curve_refuses_unknown_key),

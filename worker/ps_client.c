@@ -8,7 +8,7 @@
  * caller's buffer at its offset.
  *
  * Surviving faults (docs/FAULTS.md), link by link:
- *  - every push is kept (a copy of its gradient) until acknowledged. A
+ *  - every push is kept (its gradient's buffer) until acknowledged. A
  *    reply to a later request means the server has seen the earlier ones:
  *    a push still unacknowledged then lost its ack, and is sent again with
  *    the same seq, which the server recognizes and does not apply twice;
@@ -44,12 +44,12 @@
 #define HISTORY 16
 
 /* A push sent and not yet acknowledged, kept to be sent again. The
- * gradient slice is copied once, into a tensor buffer of the link's
- * transport, which every send of the push shares (over ZeroMQ no send
- * copies it again); it is released when the push is settled. A new
- * buffer each push: a resend may still be queued when the ack of an
- * earlier send arrives, so the bytes of a settled push are not
- * reused. */
+ * gradient slice is in a tensor buffer of the link's transport, which
+ * every send of the push shares (no send copies it again): the caller's
+ * ps_client_grad_buffer() itself, or else a copy made once. It is
+ * released when the push is settled. A new buffer each push: a resend
+ * may still be queued when the ack of an earlier send arrives, so the
+ * bytes of a settled push are not reused. */
 typedef struct retained_push {
 	int used;
 	int tries;  /* sends so far */
@@ -84,7 +84,8 @@ typedef struct link {
 	ps_client_stats st;     /* this link's share of the figures */
 	struct {
 		uint64_t id; /* 0: none */
-		float *dst;
+		float *dst;  /* NULL: the client keeps the weights (taken) */
+		ps_tensor_buf *taken; /* this shard's weights, when dst is NULL */
 		size_t bytes;
 		uint64_t begin, end, clock; /* clock: the caller's */
 		int arrived;
@@ -114,6 +115,20 @@ struct ps_client {
 	ps_model_spec spec;
 	uint64_t pushes, pulls; /* the caller's, whole-model */
 	int pull_inflight;
+	int pull_keep; /* the pull in flight has no buffer of the caller's */
+	uint64_t pull_begin, pull_end; /* of the pull in flight */
+	/* Weights pulled with no buffer of the caller's
+	 * (ps_client_weights()): one shard's message itself, or the
+	 * shards' slices copied into plain, side by side. */
+	ps_tensor_buf *weights;
+	float *plain;
+	size_t plain_len;
+	float *current; /* ps_client_weights(), or NULL */
+	/* The caller's next gradient (ps_client_grad_buffer()), which a push
+	 * of it sends without copying. */
+	ps_tensor_buf *staged;
+	uint64_t staged_begin, staged_end;
+	int staged_pushed;
 	/* The scalar version reported for each recent pull (the smallest
 	 * shard version), and every shard's version then. */
 	struct {
@@ -125,6 +140,7 @@ struct ps_client {
 
 static void link_release(link *l, int max_inflight)
 {
+	ps_tensor_buf_destroy(&l->pull.taken);
 	ps_transport_destroy(&l->t);
 	for (int i = 0; l->kept && i < max_inflight; i++)
 		ps_tensor_buf_destroy(&l->kept[i].g);
@@ -218,6 +234,9 @@ void ps_client_destroy(ps_client **cp)
 		link_release(&c->links[i], c->max_inflight);
 	for (unsigned h = 0; h < HISTORY; h++)
 		free(c->hist[h].shard_versions);
+	ps_tensor_buf_destroy(&c->weights);
+	ps_tensor_buf_destroy(&c->staged);
+	free(c->plain);
 	free(c->links);
 	free(c->ts);
 	free(c);
@@ -473,12 +492,19 @@ static int dispatch(const ps_client *c, link *l, const ps_msg *m,
 	if (l->pull.id && m->request_id == l->pull.id) {
 		if (unknown)
 			return maybe_rejoin(c, l, m->request_id, e);
-		if (m->kind != PS_MSG_ERROR && f->tensor_len > l->pull.bytes)
+		if (m->kind != PS_MSG_ERROR && f->tensor_len != l->pull.bytes)
 			return ps_err_set(e, PS_EPROTO,
 					  "server sent %zu tensor bytes, expected %zu",
 					  f->tensor_len, l->pull.bytes);
-		if (m->kind != PS_MSG_ERROR && f->tensor_len)
+		if (m->kind != PS_MSG_ERROR && f->tensor_len && l->pull.dst) {
 			memcpy(l->pull.dst, f->tensor, f->tensor_len);
+		} else if (m->kind != PS_MSG_ERROR && f->tensor_len) {
+			int rc;
+			ps_tensor_buf_destroy(&l->pull.taken);
+			rc = ps_transport_take_tensor(l->t, f, &l->pull.taken);
+			if (rc != PS_OK)
+				return ps_err_set(e, rc, "out of memory for weights");
+		}
 		l->pull.reply = *m;
 		l->pull.arrived = 1;
 		l->pulled_epoch = l->epoch;
@@ -779,6 +805,7 @@ int ps_client_pull_start(ps_client *c, float *w, uint64_t begin,
 		int rc;
 		l->pull.id = 0;
 		l->pull.arrived = 0;
+		ps_tensor_buf_destroy(&l->pull.taken);
 		if (b >= en)
 			continue; /* nothing of this shard wanted */
 		ps_msg_init(&m, PS_MSG_PULL, l->next_id++, l->worker_id);
@@ -789,14 +816,65 @@ int ps_client_pull_start(ps_client *c, float *w, uint64_t begin,
 		if (rc != PS_OK)
 			return rc;
 		l->pull.id = m.request_id;
-		l->pull.dst = w + (b - begin);
+		l->pull.dst = w ? w + (b - begin) : NULL;
 		l->pull.bytes = (size_t)(en - b) * sizeof(float);
 		l->pull.begin = b;
 		l->pull.end = en;
 		l->pull.clock = clock;
 	}
 	c->pull_inflight = 1;
+	c->pull_keep = w == NULL;
+	c->pull_begin = begin;
+	c->pull_end = end;
 	return PS_OK;
+}
+
+/* A pull with no buffer of the caller's has landed: make its weights the
+ * current ones. One shard's reply is used where it lies; several are
+ * copied side by side. */
+static int keep_weights(ps_client *c, ps_err *e)
+{
+	size_t n = (size_t)(c->pull_end - c->pull_begin);
+	link *only = NULL;
+	uint32_t parts = 0;
+
+	for (uint32_t i = 0; i < c->nlinks; i++)
+		if (c->links[i].pull.taken) {
+			only = &c->links[i];
+			parts++;
+		}
+	ps_tensor_buf_destroy(&c->weights);
+	c->current = NULL;
+	if (parts == 1 && only->pull.begin == c->pull_begin &&
+	    only->pull.end == c->pull_end) {
+		c->weights = only->pull.taken;
+		only->pull.taken = NULL;
+		c->current = ps_tensor_buf_data(c->weights);
+		return PS_OK;
+	}
+	if (c->plain_len < n) {
+		free(c->plain);
+		c->plain_len = 0;
+		c->plain = malloc(n * sizeof *c->plain);
+		if (!c->plain)
+			return ps_err_set(e, PS_ENOMEM, "out of memory for weights");
+		c->plain_len = n;
+	}
+	for (uint32_t i = 0; i < c->nlinks; i++) {
+		link *l = &c->links[i];
+		if (!l->pull.taken)
+			continue;
+		memcpy(c->plain + (l->pull.begin - c->pull_begin),
+		       ps_tensor_buf_data(l->pull.taken), l->pull.bytes);
+		ps_tensor_buf_destroy(&l->pull.taken);
+	}
+	c->current = c->plain;
+	return PS_OK;
+}
+
+float *ps_client_weights(ps_client *c)
+{
+	return c->current;
 }
 
 int ps_client_pull_finish(ps_client *c, uint64_t *version,
@@ -841,6 +919,10 @@ int ps_client_pull_finish(ps_client *c, uint64_t *version,
 		if (l->version < v)
 			v = l->version;
 	}
+	if (rc == PS_OK && c->pull_keep)
+		rc = keep_weights(c, e);
+	for (uint32_t i = 0; i < c->nlinks; i++)
+		ps_tensor_buf_destroy(&c->links[i].pull.taken);
 	if (rc != PS_OK)
 		return rc;
 	for (uint32_t i = 0; i < c->nlinks; i++)
@@ -921,6 +1003,29 @@ static uint64_t shard_base(const ps_client *c, uint32_t i,
 	return c->links[i].version;
 }
 
+float *ps_client_grad_buffer(ps_client *c, uint64_t begin, uint64_t end)
+{
+	ps_transport *t = c->nlinks > 0 ? c->links[0].t : NULL;
+
+	if (c->staged && !c->staged_pushed && c->staged_begin == begin &&
+	    c->staged_end == end)
+		return ps_tensor_buf_data(c->staged);
+	ps_tensor_buf_destroy(&c->staged);
+	/* A buffer of the transport of the one shard that holds the whole
+	 * range, so that its push is the buffer itself. */
+	for (uint32_t i = 0; i < c->nlinks; i++)
+		if (c->links[i].begin <= begin && end <= c->links[i].end)
+			t = c->links[i].t;
+	if (!t || end < begin ||
+	    ps_transport_tensor_new(t, (size_t)(end - begin) * sizeof(float),
+				    &c->staged) != PS_OK)
+		return NULL;
+	c->staged_begin = begin;
+	c->staged_end = end;
+	c->staged_pushed = 0;
+	return ps_tensor_buf_data(c->staged);
+}
+
 int ps_client_push(ps_client *c, const float *g, uint64_t begin,
 		   uint64_t end, uint64_t base_version, uint32_t batch_size,
 		   float loss, uint64_t clock, ps_err *e)
@@ -963,12 +1068,21 @@ int ps_client_push(ps_client *c, const float *g, uint64_t begin,
 			return ps_err_set(e, PS_EINVAL, "no free push slot");
 		/* Left by a push whose send failed. */
 		ps_tensor_buf_destroy(&k->g);
-		if (ps_transport_tensor_new(l->t, count * sizeof *g, &k->g) !=
-		    PS_OK)
+		if (c->staged && g == ps_tensor_buf_data(c->staged) &&
+		    begin == c->staged_begin && end == c->staged_end &&
+		    b == begin && en == end) {
+			/* The caller's gradient is in a buffer of ours: the
+			 * kept push shares it. */
+			k->g = ps_tensor_buf_share(c->staged);
+			c->staged_pushed = 1;
+		} else if (ps_transport_tensor_new(l->t, count * sizeof *g,
+						   &k->g) == PS_OK) {
+			memcpy(ps_tensor_buf_data(k->g), g + (b - begin),
+			       count * sizeof *g);
+		} else {
 			return ps_err_set(e, PS_ENOMEM,
 					  "out of memory for a copy of a push");
-		memcpy(ps_tensor_buf_data(k->g), g + (b - begin),
-		       count * sizeof *g);
+		}
 		k->tries = 0;
 		ps_msg_init(&k->msg, PS_MSG_PUSH, 0, l->worker_id);
 		k->msg.u.push.base_version = shard_base(c, i, base_version);

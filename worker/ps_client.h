@@ -43,7 +43,8 @@ typedef struct ps_client_stats {
  * without any message from the server before giving up (heartbeats are
  * answered, so a server holding a pull back under bsp is not silent).
  * max_inflight: pushes sent but not yet acknowledged before push waits
- * (>= 1); each keeps a copy of its gradient until acknowledged.
+ * (>= 1); each keeps its gradient (a copy, unless it was computed in
+ * ps_client_grad_buffer()) until acknowledged.
  * Errors: those of ps_transport_connect(), PS_ENOMEM. Caller owns the
  * result; release with ps_client_destroy(). One thread at a time. */
 int ps_client_new(ps_client **out, const char *endpoint, double timeout,
@@ -70,7 +71,9 @@ int ps_client_hello(ps_client *c, enum ps_role role, uint32_t rank,
 
 /* Fetch weights [begin, end) into w[end - begin]; *version and
  * *training_done (may be NULL) come from the reply, and so does the stop
- * flag (ps_client_stopped()). Errors as hello. */
+ * flag (ps_client_stopped()). With w NULL the client keeps the weights
+ * where they arrived, without copying them (ps_client_weights()).
+ * Errors as hello. */
 int ps_client_pull(ps_client *c, float *w, uint64_t begin, uint64_t end,
 		   uint64_t clock, uint64_t *version, int *training_done,
 		   ps_err *e) PS_WUR;
@@ -86,6 +89,19 @@ int ps_client_pull_start(ps_client *c, float *w, uint64_t begin,
 int ps_client_pull_finish(ps_client *c, uint64_t *version,
 			  int *training_done, ps_err *e) PS_WUR;
 
+/* The weights of the last pull made with w NULL, w[end - begin] for its
+ * range: with one shard, the bytes of the server's reply themselves.
+ * The caller may read and write them until the next such pull finishes
+ * (they are released then) or c is destroyed. NULL before the first. */
+float *ps_client_weights(ps_client *c);
+
+/* A buffer for the gradient of the next push of [begin, end), to fill and
+ * pass to ps_client_push(), which then sends it without copying (when
+ * one shard holds the whole range). It stays the caller's to read, not
+ * write, after the push, until the next call (which may return it again
+ * if it was not pushed). NULL when out of memory. */
+float *ps_client_grad_buffer(ps_client *c, uint64_t begin, uint64_t end);
+
 /* Add this client's newest push to weights pulled before the server
  * applied it: w[i] -= lr * g[i] for the weights [begin, end) in w and
  * g[end - begin], each shard's part at the rate that shard announced with
@@ -100,8 +116,9 @@ int ps_client_add_own_push(const ps_client *c, float *w, const float *g,
 			   uint64_t begin, uint64_t end);
 
 /* Send gradient g[end - begin] computed from weights of base_version.
- * Returns once it is queued (waiting first if max_inflight pushes are
- * unacknowledged). A push the server refuses is counted in push_errors
+ * g is copied, unless it is this range's ps_client_grad_buffer(), which
+ * is sent as it is. Returns once it is queued (waiting first if
+ * max_inflight pushes are unacknowledged). A push the server refuses is counted in push_errors
  * and logged, not returned. Errors: PS_ETIMEDOUT, PS_EINTR, PS_ETRANSPORT. */
 int ps_client_push(ps_client *c, const float *g, uint64_t begin,
 		   uint64_t end, uint64_t base_version, uint32_t batch_size,

@@ -167,8 +167,10 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 	ps_model *model = NULL;
 	ps_client *client = NULL;
 	ps_msg_welcome welcome;
+	/* w: the client's weights of the last pull, used where they
+	 * arrived; g: the client's buffer for the next push. Neither is
+	 * copied on its way. */
 	float *w = NULL, *g = NULL, *bx = NULL, *by = NULL;
-	float *w_next = NULL; /* prefetch: the weights on their way */
 	size_t begin, end, dim;
 	uint64_t version = 0, steps = 0, samples = 0;
 	double t0, last_report, loss_sum = 0;
@@ -208,16 +210,11 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 		ps_log_warn("shard %u of %u is empty: nothing to train on",
 			    cfg->rank, cfg->num_workers);
 	}
-	w = malloc(welcome.num_params * sizeof *w);
-	g = malloc(welcome.num_params * sizeof *g);
 	bx = malloc((size_t)cfg->batch * dim * sizeof *bx);
 	by = malloc((size_t)cfg->batch * sizeof *by);
 	if (cfg->push_every > 1)
 		acc = calloc(welcome.num_params, sizeof *acc);
-	if (cfg->prefetch)
-		w_next = malloc(welcome.num_params * sizeof *w_next);
-	if (!w || !g || !bx || !by || (cfg->push_every > 1 && !acc) ||
-	    (cfg->prefetch && !w_next)) {
+	if (!bx || !by || (cfg->push_every > 1 && !acc)) {
 		rc = ps_err_set(e, PS_ENOMEM, "out of memory");
 		goto out;
 	}
@@ -225,12 +222,13 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 		    cfg->rank, cfg->num_workers, begin, end, cfg->data,
 		    cfg->epochs, cfg->batch);
 
-	rc = ps_client_pull(client, w, 0, welcome.num_params, 0, &version,
+	rc = ps_client_pull(client, NULL, 0, welcome.num_params, 0, &version,
 			    NULL, e);
 	if (rc != PS_OK)
 		goto out;
-	if (w_next) {
-		rc = ps_client_pull_start(client, w_next, 0, welcome.num_params,
+	w = ps_client_weights(client);
+	if (cfg->prefetch) {
+		rc = ps_client_pull_start(client, NULL, 0, welcome.num_params,
 					  pushes, e);
 		if (rc != PS_OK)
 			goto out;
@@ -244,6 +242,11 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 			goto out;
 		}
 		ps_plan_gather(all, &batch, bx, by);
+		g = ps_client_grad_buffer(client, 0, welcome.num_params);
+		if (!g) {
+			rc = ps_err_set(e, PS_ENOMEM, "out of memory");
+			goto out;
+		}
 		rc = ps_model_loss_grad(model, w, bx, by, b, g, &loss);
 		if (rc != PS_OK) {
 			ps_err_set(e, rc, "gradient failed: %s",
@@ -291,18 +294,15 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 		/* The clock of a pull is the pushes made so far: under
 		 * bsp/ssp the server answers when the others have caught
 		 * up. */
-		if (w_next) {
+		if (cfg->prefetch) {
 			/* Prefetch: the weights requested after the last
 			 * push travelled while this step computed; take them
 			 * and ask for the next ones at once. */
-			float *t;
 			rc = ps_client_pull_finish(client, &version, NULL, e);
 			if (rc != PS_OK)
 				goto out;
-			t = w;
-			w = w_next;
-			w_next = t;
-			rc = ps_client_pull_start(client, w_next, 0,
+			w = ps_client_weights(client);
+			rc = ps_client_pull_start(client, NULL, 0,
 						  welcome.num_params, pushes, e);
 			if (rc != PS_OK)
 				goto out;
@@ -316,11 +316,12 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 						   welcome.num_params))
 				own_steps++;
 		} else if (steps % cfg->fetch_every == 0) {
-			rc = ps_client_pull(client, w, 0,
+			rc = ps_client_pull(client, NULL, 0,
 					    welcome.num_params, pushes,
 					    &version, NULL, e);
 			if (rc != PS_OK)
 				goto out;
+			w = ps_client_weights(client);
 		}
 		if (cfg->crash_after && steps >= cfg->crash_after) {
 			ps_log_error("crashing on purpose after %" PRIu64
@@ -348,7 +349,7 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 			last_report = now;
 		}
 	}
-	if (w_next) {
+	if (cfg->prefetch) {
 		/* The last prefetched weights are not needed; the reply must
 		 * still be taken before the bye. */
 		rc = ps_client_pull_finish(client, NULL, NULL, e);
@@ -408,10 +409,7 @@ stopped:
 	}
 out:
 	ps_worker_metrics_close(&wm);
-	free(w_next);
 	free(acc);
-	free(w);
-	free(g);
 	free(bx);
 	free(by);
 	ps_plan_destroy(&plan);
