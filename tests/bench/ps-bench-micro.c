@@ -448,7 +448,7 @@ out:
 
 typedef struct ours {
 	ps_client *c;
-	float *w, *g; /* pulled weights; a zero gradient */
+	float *g; /* a zero gradient */
 	uint64_t version, clock;
 	ps_err e;
 } ours;
@@ -459,8 +459,10 @@ static int ours_one(void *ctx, int op, size_t bytes)
 	uint64_t n = bytes / sizeof(float);
 	int rc;
 
+	/* Pulled as a trainer pulls: the weights stay in the message that
+	 * brought them (ps_client_weights()), as the raw side's do. */
 	if (op == OP_PULL)
-		return ps_client_pull(o->c, o->w, 0, n, o->clock, &o->version,
+		return ps_client_pull(o->c, NULL, 0, n, o->clock, &o->version,
 				      NULL, &o->e) == PS_OK
 			       ? 0
 			       : -1;
@@ -531,13 +533,12 @@ static int ours_case(bench *b, int t)
 				      .output_dim = 1,
 				      .init_seed = 1};
 		ps_msg_welcome wel;
-		o.w = calloc(MAX_FLOATS, sizeof(float));
 		o.g = malloc(MAX_FLOATS * sizeof(float));
 		/* Written, as raw's buffer is: calloc's untouched pages would
 		 * all read from one zero page, always in cache. */
 		if (o.g)
 			memset(o.g, 0, MAX_FLOATS * sizeof(float));
-		if (!o.w || !o.g ||
+		if (!o.g ||
 		    ps_client_new(&o.c, ep, 30.0, b->inflight, &o.e) != PS_OK ||
 		    ps_client_hello(o.c, PS_ROLE_WORKER, 0, &spec, &wel,
 				    &o.e) != PS_OK ||
@@ -550,7 +551,6 @@ static int ours_case(bench *b, int t)
 	}
 out:
 	ps_client_destroy(&o.c);
-	free(o.w);
 	free(o.g);
 	ps_server_destroy(&s);
 	ps_transport_destroy(&tr);
