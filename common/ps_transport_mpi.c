@@ -188,12 +188,15 @@ int ps_mpi_allgather_str(const char *mine, char *all, size_t stride,
 /* A tensor buffer with room in front of the bytes for the frame's header
  * and envelope, so that a send packs those in front and posts the frame
  * where it lies: the tensor is not copied. Reference-counted by the
- * generic layer; each send in progress holds one reference. */
+ * generic layer; each send in progress holds one reference. A received
+ * frame the caller takes is one too, its room what the frame's header
+ * and envelope took. */
 #define TENSOR_HEADROOM 256 /* header + padded envelope; a push's is ~60 */
 
 typedef struct mpi_tensor {
 	ps_tensor_buf base;
 	unsigned char *block; /* malloc'd: headroom, then the bytes */
+	size_t room;          /* bytes of block before the data */
 	int sending;          /* sends of it in progress */
 } mpi_tensor;
 
@@ -303,7 +306,8 @@ static int mt_tensor_new(ps_transport *t, size_t len, ps_tensor_buf **out)
 	}
 	mb->base.ops = m->base.ops;
 	mb->base.release = mt_tensor_release;
-	mb->base.data = mb->block + TENSOR_HEADROOM;
+	mb->room = TENSOR_HEADROOM;
+	mb->base.data = mb->block + mb->room;
 	mb->base.len = len;
 	mb->base.refs = 1;
 	*out = &mb->base;
@@ -323,7 +327,7 @@ static int mt_send_tensor(ps_transport *t, const ps_peer *to,
 	/* The header in front is rewritten for every send: while an
 	 * earlier send of the buffer may still be read by the receiver, or
 	 * when the envelope does not fit, send a packed copy. */
-	if (mb->sending > 0 || front > TENSOR_HEADROOM || size == 0)
+	if (mb->sending > 0 || front > mb->room || size == 0)
 		return mt_send(t, to, head, hlen, b->data, b->len);
 	if (m->listening && (!to || to->len != 4))
 		return PS_EINVAL;
@@ -360,6 +364,7 @@ static int mt_take_tensor(ps_transport *t, const ps_frame *f,
 	if (!mb)
 		return PS_ENOMEM;
 	mb->block = m->rbuf;
+	mb->room = (size_t)(f->tensor - m->rbuf);
 	mb->base.ops = m->base.ops;
 	mb->base.release = mt_tensor_release;
 	mb->base.data = (void *)f->tensor;

@@ -259,6 +259,22 @@ def test_mpi_oversized_message_is_refused(tmp):
 
 
 @timeout(30)
+def test_mpi_tensor_buffers_between_two_ranks(tmp):
+    """The MPI transport's zero-copy paths between two real ranks
+    (tests/tools/ps-mpi-tensors.c): one tensor buffer sent twice in a row
+    under two envelopes and dropped at once, a received frame taken over
+    without a copy, written and sent back under a longer envelope than
+    its room holds. Both ranks must report every check held."""
+    tool = os.path.join(pslib.BIN, "ps-mpi-tensors")
+    pslib.need(tool)
+    need_mpirun()
+    rc, out, _ = mpirun([(2, [tool])], 30)
+    assert rc == 0, "exit status %d\n%s" % (rc, out)
+    for rank in (0, 1):
+        assert "rank %d: ok" % rank in out, out
+
+
+@timeout(30)
 def test_mpi_bad_options(tmp):
     pslib.need(pslib.SERVER, pslib.WORKER)
     env = no_mpi_env()
