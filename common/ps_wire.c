@@ -121,6 +121,8 @@ int ps_wire_encode(const ps_msg *m, uint8_t *buf, size_t cap, size_t *len)
 		pull.begin = m->u.pull.begin;
 		pull.end = m->u.pull.end;
 		pull.clock = m->u.pull.clock;
+		pull.held_seq = m->u.pull.held_seq;
+		pull.held_version = m->u.pull.held_version;
 		env.body_case = PS__ENVELOPE__BODY_PULL;
 		env.pull = &pull;
 		break;
@@ -132,6 +134,7 @@ int ps_wire_encode(const ps_msg *m, uint8_t *buf, size_t cap, size_t *len)
 		weights.stop = m->u.weights.stop != 0;
 		weights.train_seconds = m->u.weights.train_seconds;
 		weights.sgd_lr = m->u.weights.sgd_lr;
+		weights.unchanged = m->u.weights.unchanged != 0;
 		env.body_case = PS__ENVELOPE__BODY_WEIGHTS;
 		env.weights = &weights;
 		break;
@@ -307,6 +310,8 @@ int ps_wire_decode(const uint8_t *buf, size_t len, ps_msg *out, ps_err *e)
 		out->u.pull.begin = env->pull->begin;
 		out->u.pull.end = env->pull->end;
 		out->u.pull.clock = env->pull->clock;
+		out->u.pull.held_seq = env->pull->held_seq;
+		out->u.pull.held_version = env->pull->held_version;
 		rc = check_range(env->pull->begin, env->pull->end, "pull", e);
 		break;
 	case PS__ENVELOPE__BODY_WEIGHTS:
@@ -318,6 +323,7 @@ int ps_wire_decode(const uint8_t *buf, size_t len, ps_msg *out, ps_err *e)
 		out->u.weights.stop = env->weights->stop;
 		out->u.weights.train_seconds = env->weights->train_seconds;
 		out->u.weights.sgd_lr = env->weights->sgd_lr;
+		out->u.weights.unchanged = env->weights->unchanged;
 		rc = check_range(env->weights->begin, env->weights->end,
 				 "weights", e);
 		if (rc == PS_OK && !(env->weights->sgd_lr >= 0.0f &&
@@ -395,6 +401,13 @@ int ps_wire_check_tensor(const ps_msg *m, size_t tensor_bytes, ps_err *e)
 		end = m->u.push.end;
 		break;
 	case PS_MSG_WEIGHTS:
+		if (m->u.weights.unchanged) {
+			if (tensor_bytes == 0)
+				return PS_OK;
+			return ps_err_set(e, PS_EPROTO,
+					  "weights marked unchanged carry a %zu-byte tensor",
+					  tensor_bytes);
+		}
 		begin = m->u.weights.begin;
 		end = m->u.weights.end;
 		break;

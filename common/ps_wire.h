@@ -76,6 +76,7 @@ typedef struct ps_msg_welcome {
 
 typedef struct ps_msg_pull {
 	uint64_t begin, end, clock;
+	uint64_t held_seq, held_version; /* see Pull in proto/ps.proto */
 } ps_msg_pull;
 
 typedef struct ps_msg_weights {
@@ -84,6 +85,7 @@ typedef struct ps_msg_weights {
 	int stop;
 	double train_seconds;
 	float sgd_lr; /* >= 0 and finite; see Weights in proto/ps.proto */
+	int unchanged; /* no tensor: the weights the pull said it holds */
 } ps_msg_weights;
 
 typedef struct ps_msg_push {
@@ -162,7 +164,8 @@ int ps_wire_decode(const uint8_t *buf, size_t len, ps_msg *out,
 		   ps_err *e) PS_WUR;
 
 /* Check that a message's tensor frame fits it: push and weights need
- * exactly (end - begin) float32 values, stop either none or exactly
+ * exactly (end - begin) float32 values (weights marked unchanged none),
+ * stop either none or exactly
  * (end - begin); every other kind needs none.
  * Errors: PS_EPROTO with e->msg giving both lengths. */
 int ps_wire_check_tensor(const ps_msg *m, size_t tensor_bytes,

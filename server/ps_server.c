@@ -30,6 +30,7 @@
 typedef struct waiting_pull {
 	int active;
 	uint64_t request_id, begin, end, clock;
+	uint64_t held_seq, held_version; /* the pull's claim */
 } waiting_pull;
 
 typedef struct peer_slot {
@@ -46,6 +47,11 @@ typedef struct peer_slot {
 	int lost;             /* trainers: dropped after worker_timeout */
 	uint64_t last_seq;    /* highest push seq applied */
 	uint64_t seq_mask;    /* bit i: seq last_seq - 1 - i applied */
+	/* Trainers: the last Weights reply, what a claim of held weights
+	 * refers to (told 0: none since it registered). */
+	int told;
+	uint64_t told_version, told_begin, told_end;
+	float told_lr;
 } peer_slot;
 
 struct ps_server {
@@ -68,6 +74,14 @@ struct ps_server {
 	double train_seconds_before; /* from the checkpoint resumed from */
 	double t_checkpoint;         /* ps_now() of the last checkpoint */
 	uint64_t acks_counted;       /* for drop_ack_every */
+	/* The last change of the weights, when it was a trainer's push
+	 * applied as plain w -= lr * g (worker_id 0: something else last
+	 * changed them): what a claim of held weights is checked against. */
+	struct {
+		uint32_t worker_id;
+		uint64_t seq, version, begin, end;
+		float lr;
+	} last_step;
 	uint8_t out[PS_WIRE_HEAD_MAX];
 };
 
@@ -445,6 +459,7 @@ static int handle_hello(ps_server *s, const ps_frame *f, const ps_msg *in)
 		id = EVAL_ID_BASE + k;
 	}
 	slot->registered = 1;
+	slot->told = 0; /* a process registering holds no weights yet */
 	slot->peer = f->from;
 	slot->last_heard = ps_now();
 	/* Training time runs from the first trainer's hello: an evaluator
@@ -555,8 +570,11 @@ static float sgd_lr(const ps_server *s)
 	return (float)ps_optim_lr(s->optim, s->st.version);
 }
 
+/* With unchanged, the reply says the weights are those the pull claimed
+ * to hold, and carries none. */
 static void send_weights(ps_server *s, const ps_peer *to, uint32_t worker_id,
-			 uint64_t request_id, uint64_t begin, uint64_t end)
+			 uint64_t request_id, uint64_t begin, uint64_t end,
+			 int unchanged)
 {
 	ps_msg m;
 
@@ -567,21 +585,56 @@ static void send_weights(ps_server *s, const ps_peer *to, uint32_t worker_id,
 	m.u.weights.training_done = ps_server_training_done(s);
 	m.u.weights.stop = s->st.stopped;
 	m.u.weights.sgd_lr = sgd_lr(s);
+	m.u.weights.unchanged = unchanged;
 	if (s->t_first_hello > 0)
 		m.u.weights.train_seconds =
 			(s->t_done > 0 ? s->t_done : ps_now()) - s->t_first_hello;
-	reply(s, to, &m, s->w + (begin - s->base),
-	      (size_t)(end - begin) * sizeof(float));
+	if (worker_id >= 1 && worker_id <= s->cfg.num_workers) {
+		peer_slot *slot = &s->workers[worker_id - 1];
+		slot->told = 1;
+		slot->told_version = s->st.version;
+		slot->told_begin = begin;
+		slot->told_end = end;
+		slot->told_lr = m.u.weights.sgd_lr;
+	}
+	if (unchanged)
+		reply(s, to, &m, NULL, 0);
+	else
+		reply(s, to, &m, s->w + (begin - s->base),
+		      (size_t)(end - begin) * sizeof(float));
+}
+
+/* Does the trainer in slot (worker id) hold these weights already? It
+ * says it holds the reply at held_version for [begin, end) plus its own
+ * push held_seq added at that reply's rate. That is the server's weights
+ * now exactly when the one update since that reply was that push, over
+ * that range, applied as plain SGD at that same rate: the trainer did
+ * the same float operations on the same values. */
+static int holds_weights(const ps_server *s, const peer_slot *slot,
+			 uint32_t id, uint64_t begin, uint64_t end,
+			 uint64_t held_seq, uint64_t held_version)
+{
+	return held_seq != 0 && slot->told && !s->st.stopped &&
+	       slot->told_version == held_version &&
+	       slot->told_begin == begin && slot->told_end == end &&
+	       slot->told_lr > 0.0f && s->st.version == held_version + 1 &&
+	       s->last_step.worker_id == id && s->last_step.seq == held_seq &&
+	       s->last_step.version == s->st.version &&
+	       s->last_step.begin == begin && s->last_step.end == end &&
+	       s->last_step.lr == slot->told_lr;
 }
 
 /* Answer a trainer's pull: record how far ahead of the slowest trainer
  * it runs, and keep the weights it gets for delay compensation. */
 static void answer_trainer_pull(ps_server *s, uint32_t rank,
 				uint64_t request_id, uint64_t begin,
-				uint64_t end, uint64_t clock)
+				uint64_t end, uint64_t clock,
+				uint64_t held_seq, uint64_t held_version)
 {
 	peer_slot *slot = &s->workers[rank];
 	uint64_t slowest = slowest_clock(s);
+	int unchanged = holds_weights(s, slot, rank + 1, begin, end, held_seq,
+				      held_version);
 
 	/* After an early stop pulls are answered whatever the bound: they
 	 * say stop, and do not count as a lead. */
@@ -592,7 +645,10 @@ static void answer_trainer_pull(ps_server *s, uint32_t rank,
 		memcpy(slot->dc_pulled + (begin - s->base),
 		       s->w + (begin - s->base),
 		       (size_t)(end - begin) * sizeof(float));
-	send_weights(s, &slot->peer, rank + 1, request_id, begin, end);
+	if (unchanged)
+		s->st.pulls_unchanged++;
+	send_weights(s, &slot->peer, rank + 1, request_id, begin, end,
+		     unchanged);
 }
 
 /* Answer the held-back pulls that the last event made possible. */
@@ -603,7 +659,8 @@ static void serve_waiting_pulls(ps_server *s)
 		if (wp->active && pull_ready(s, wp->clock)) {
 			wp->active = 0;
 			answer_trainer_pull(s, r, wp->request_id, wp->begin,
-					    wp->end, wp->clock);
+					    wp->end, wp->clock, wp->held_seq,
+					    wp->held_version);
 		}
 	}
 }
@@ -620,21 +677,27 @@ static int handle_pull(ps_server *s, const ps_frame *f, const ps_msg *in,
 	slot->pulls++;
 	s->st.pulls++;
 	if (id < 1 || id > s->cfg.num_workers) {
-		/* Evaluators never wait. */
-		send_weights(s, &f->from, id, in->request_id, p->begin, p->end);
+		/* Evaluators never wait, and claim nothing. */
+		send_weights(s, &f->from, id, in->request_id, p->begin, p->end,
+			     0);
 		return PS_OK;
 	}
 	if (pull_ready(s, p->clock)) {
 		answer_trainer_pull(s, id - 1, in->request_id, p->begin, p->end,
-				    p->clock);
+				    p->clock, p->held_seq, p->held_version);
 		return PS_OK;
 	}
 	if (slot->waiting.active)
 		return reject(s, f, in->request_id, PS_EPROTO,
 			      PS_WIRE_ERR_MALFORMED,
 			      "pull: another pull of this worker is already waiting");
-	slot->waiting = (waiting_pull){1, in->request_id, p->begin, p->end,
-				       p->clock};
+	slot->waiting = (waiting_pull){.active = 1,
+				       .request_id = in->request_id,
+				       .begin = p->begin,
+				       .end = p->end,
+				       .clock = p->clock,
+				       .held_seq = p->held_seq,
+				       .held_version = p->held_version};
 	s->st.pulls_waited++;
 	return PS_OK;
 }
@@ -705,6 +768,7 @@ static void bsp_try_step(ps_server *s)
 	s->st.apply_seconds += ps_now() - t0;
 	s->st.version++;
 	s->st.model_version = s->st.version;
+	s->last_step.worker_id = 0;
 	s->st.bsp_steps++;
 	s->bsp_clock++;
 }
@@ -891,6 +955,15 @@ static int handle_push(ps_server *s, const ps_frame *f, const ps_msg *in,
 		}
 		if (s->cfg.dc_lambda > 0)
 			compensate_delay(s, slot, s->scratch, p->begin, count);
+		/* What this step is, for claims of held weights: plain SGD at
+		 * the rate sgd_lr() announces (the kernel's own float), or
+		 * something else (0). */
+		s->last_step.lr = sgd_lr(s);
+		s->last_step.worker_id = s->last_step.lr > 0.0f ? in->worker_id : 0;
+		s->last_step.seq = p->seq;
+		s->last_step.begin = p->begin;
+		s->last_step.end = p->end;
+		s->last_step.version = s->st.version + 1;
 		double t0 = ps_now();
 		ps_optim_apply_scaled(s->optim, s->w + (p->begin - s->base), g,
 				      (size_t)(p->begin - s->base), count,
@@ -991,6 +1064,7 @@ static int handle_stop(ps_server *s, const ps_frame *f, const ps_msg *in)
 		if (f->tensor_len > 0) {
 			memcpy(s->w + (p->begin - s->base), f->tensor,
 			       f->tensor_len);
+			s->last_step.worker_id = 0;
 			s->st.weights_restored = 1;
 			s->st.model_version = p->best_version;
 		}
@@ -1189,6 +1263,7 @@ int ps_server_restore(ps_server *s, const ps_checkpoint *ck, ps_err *e)
 		return rc;
 	}
 	memcpy(s->w, ck->w, s->n * sizeof *s->w);
+	s->last_step.worker_id = 0;
 	if (count)
 		memcpy(state, ck->state, count * sizeof *state);
 	ps_optim_set_steps(s->optim, ck->optim_steps);
@@ -1439,14 +1514,15 @@ void ps_server_write_stats_json(const ps_server *s, FILE *f)
 		r->send_failed, ts.unauthorized, ts.handshake_failed);
 	fprintf(f, "  \"consistency\": \"%s\",\n  \"ssp_bound\": %u,\n"
 		   "  \"pushes\": %" PRIu64 ",\n  \"bsp_steps\": %" PRIu64
-		   ",\n  \"pulls_waited\": %" PRIu64 ",\n"
+		   ",\n  \"pulls_waited\": %" PRIu64
+		   ",\n  \"pulls_unchanged\": %" PRIu64 ",\n"
 		   "  \"clock_lead_max\": %" PRIu64 ",\n"
 		   "  \"staleness_lr\": %s,\n  \"dc_lambda\": %g,\n",
 		s->cfg.consistency == PS_CONSISTENCY_BSP   ? "bsp"
 		: s->cfg.consistency == PS_CONSISTENCY_SSP ? "ssp"
 							   : "async",
 		s->cfg.ssp_bound, st.pushes_applied, st.bsp_steps,
-		st.pulls_waited, st.clock_lead_max,
+		st.pulls_waited, st.pulls_unchanged, st.clock_lead_max,
 		s->cfg.staleness_lr ? "true" : "false", s->cfg.dc_lambda);
 	fprintf(f, "  \"stopped_early\": %s,\n  \"stop_reason\": ",
 		st.stopped ? "true" : "false");

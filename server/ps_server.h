@@ -121,6 +121,8 @@ typedef struct ps_server_stats {
 	uint64_t pushes_applied;   /* pushes taken in (bsp: combined later) */
 	uint64_t bsp_steps;        /* combined steps applied (bsp) */
 	uint64_t pulls_waited;     /* pulls held back by bsp/ssp */
+	uint64_t pulls_unchanged;  /* answered "unchanged": the trainer held
+				    * the weights already (no tensor sent) */
 	uint64_t clock_lead_max;   /* max over answered trainer pulls of its
 				    * clock minus the slowest live trainer's
 				    * (not counting pulls after a stop) */

@@ -327,7 +327,10 @@ static void weights_of(float *w, int k)
 	w[0] = (float)k + 0.5f;
 }
 
-/* Answer a pull with weights_of(k), or with one float too few. */
+#define CLAIM_LR 0.5f /* the rate the scripted server announces */
+
+/* Answer a pull with weights_of(k) (or with one float too few), or with
+ * "unchanged" and no tensor (k < 0: version -k). */
 static void script_weights(script *s, const ps_peer *to, const ps_msg *pull,
 			   int k, int short_by_one)
 {
@@ -342,12 +345,16 @@ static void script_weights(script *s, const ps_peer *to, const ps_msg *pull,
 	}
 	weights_of(w, k);
 	ps_msg_init(&r, PS_MSG_WEIGHTS, pull->request_id, pull->worker_id);
-	r.u.weights.version = (uint64_t)k;
+	r.u.weights.version = (uint64_t)(k < 0 ? -k : k);
 	r.u.weights.begin = pull->u.pull.begin;
 	r.u.weights.end = pull->u.pull.end;
+	r.u.weights.sgd_lr = CLAIM_LR;
+	r.u.weights.unchanged = k < 0;
 	if (ps_wire_encode(&r, buf, sizeof buf, &len) != PS_OK ||
 	    ps_transport_send(s->t, to, buf, len, w,
-			      (N - (short_by_one ? 1 : 0)) * sizeof *w) != PS_OK)
+			      k < 0 ? 0
+				    : (N - (short_by_one ? 1 : 0)) * sizeof *w) !=
+		    PS_OK)
 		script_fail(s, "cannot answer the pull");
 	free(w);
 }
@@ -417,6 +424,87 @@ static void test_client_keeps_pulled_weights(void **state)
 	free(want);
 }
 
+/* Weights 1 in full; a push, acknowledged; then a pull that must claim
+ * "reply 1 plus that push", answered "unchanged"; then a pull that claims
+ * nothing, answered "unchanged" all the same (wrongly). */
+static void *answer_claims(void *arg)
+{
+	script *s = arg;
+	ps_peer peer;
+	ps_msg m, push;
+
+	if (script_welcome(s, &peer) != 0 ||
+	    script_expect(s, &peer, &m, PS_MSG_PULL) != 0)
+		return NULL;
+	if (m.u.pull.held_seq != 0)
+		script_fail(s, "the first pull claimed weights");
+	script_weights(s, &peer, &m, 1, 0);
+	if (script_expect(s, &peer, &push, PS_MSG_PUSH) != 0)
+		return NULL;
+	script_ack(s, &peer, &push, 2);
+	if (script_expect(s, &peer, &m, PS_MSG_PULL) != 0)
+		return NULL;
+	if (m.u.pull.held_seq != push.u.push.seq || m.u.pull.held_version != 1)
+		script_fail(s, "the pull after the own push claimed something else");
+	script_weights(s, &peer, &m, -2, 0);
+	if (script_expect(s, &peer, &m, PS_MSG_PULL) != 0)
+		return NULL;
+	if (m.u.pull.held_seq != 0)
+		script_fail(s, "a pull claimed weights without an own push");
+	script_weights(s, &peer, &m, -3, 0);
+	return NULL;
+}
+
+/* After adding its own newest push to the weights it keeps, the client's
+ * next pull says so; an "unchanged" reply leaves those weights as they
+ * are (no copy, no tensor) and is counted; "unchanged" to a pull that
+ * claimed nothing is refused. */
+static void test_client_claims_held_weights(void **state)
+{
+	(void)state;
+	script s;
+	pthread_t th;
+	ps_client *c = NULL;
+	ps_msg_welcome wel;
+	ps_model_spec spec = spec_of();
+	ps_client_stats st;
+	ps_err e = {0, ""};
+	uint64_t version = 0;
+	float *want = malloc(N * sizeof *want), *w, *g;
+
+	assert_non_null(want);
+	script_start(&s, &th, answer_claims);
+	assert_int_equal(ps_client_new(&c, s.endpoint, 10.0, 2, &e), PS_OK);
+	assert_int_equal(ps_client_hello(c, PS_ROLE_WORKER, 0, &spec, &wel, &e),
+			 PS_OK);
+	assert_int_equal(ps_client_pull(c, NULL, 0, N, 0, &version, NULL, &e),
+			 PS_OK);
+	w = ps_client_weights(c);
+	g = ps_client_grad_buffer(c, 0, N);
+	assert_non_null(g);
+	fill(g, 3);
+	assert_int_equal(ps_client_push(c, g, 0, N, version, 8, 1.0f, 1, &e),
+			 PS_OK);
+	assert_int_equal(ps_client_add_own_push(c, w, g, 0, N), 1);
+	weights_of(want, 1);
+	for (size_t i = 0; i < N; i++)
+		want[i] -= CLAIM_LR * g[i];
+	assert_int_equal(ps_client_pull(c, NULL, 0, N, 1, &version, NULL, &e),
+			 PS_OK);
+	assert_int_equal(version, 2);
+	assert_ptr_equal(ps_client_weights(c), w);
+	assert_memory_equal(w, want, N * sizeof *w);
+	ps_client_get_stats(c, &st);
+	assert_int_equal(st.pulls_unchanged, 1);
+
+	assert_int_equal(ps_client_pull(c, NULL, 0, N, 1, &version, NULL, &e),
+			 PS_EPROTO);
+	assert_non_null(strstr(e.msg, "claimed no weights"));
+	ps_client_destroy(&c);
+	script_finish(&s, th);
+	free(want);
+}
+
 /* A gradient written into ps_client_grad_buffer() is pushed as written
  * and stays readable after the push; the next buffer is another one, so
  * a push sent again (its ack lost) still carries its own bytes; a buffer
@@ -477,6 +565,7 @@ int main(void)
 		cmocka_unit_test(test_client_destroy_releases_kept_pushes),
 		cmocka_unit_test(test_client_keeps_pulled_weights),
 		cmocka_unit_test(test_client_grad_buffer_push),
+		cmocka_unit_test(test_client_claims_held_weights),
 	};
 
 	alarm(60);

@@ -280,8 +280,9 @@ static void gradient(float *g, size_t n, int k)
 }
 
 /* A push from worker `rank` at the current version; checks the ack and
- * the update, w -= LR * g, exactly. */
-static void push_ok(fx *f, uint32_t rank, uint64_t base, uint64_t want_tau)
+ * the update, w -= LR * g, exactly. Returns the push's seq. */
+static uint64_t push_ok(fx *f, uint32_t rank, uint64_t base,
+			uint64_t want_tau)
 {
 	float g[NPARAMS], want[NPARAMS];
 	const float *w = weights(f);
@@ -301,6 +302,7 @@ static void push_ok(fx *f, uint32_t rank, uint64_t base, uint64_t want_tau)
 	assert_int_equal(r.u.ack.seq, m.u.push.seq);
 	assert_int_equal(stats(f).version, v + 1);
 	assert_floats_equal(weights(f), want, NPARAMS);
+	return m.u.push.seq;
 }
 
 /* After a refusal the server must keep serving a good worker. */
@@ -526,6 +528,66 @@ static void test_server_pull_returns_weights(void **state)
 
 	assert_int_equal(stats(f).pulls, 3);
 	assert_int_equal(stats(f).version, 0);
+}
+
+/* A pull of the whole model from worker `rank` claiming it holds the
+ * reply at held_version plus its push held_seq (0: no claim); checks that
+ * the reply is "unchanged" without a tensor, or the weights, as want_same
+ * says. */
+static void claim_pull(fx *f, uint32_t rank, uint64_t held_seq,
+		       uint64_t held_version, int want_same)
+{
+	ps_msg m = mk_pull(f, rank + 1, 0, NPARAMS), r;
+	const fake_sent *rec;
+
+	m.u.pull.held_seq = held_seq;
+	m.u.pull.held_version = held_version;
+	assert_int_equal(feed(f, &f->peer[rank], &m, NULL, 0), PS_OK);
+	rec = take_reply(f, &f->peer[rank], &r);
+	assert_int_equal(r.kind, PS_MSG_WEIGHTS);
+	assert_int_equal(r.u.weights.version, stats(f).version);
+	assert_int_equal(r.u.weights.unchanged, want_same);
+	if (want_same) {
+		assert_int_equal(rec->tensor_len, 0);
+	} else {
+		assert_int_equal(rec->tensor_len, NPARAMS * sizeof(float));
+		assert_memory_equal(rec->tensor, weights(f),
+				    NPARAMS * sizeof(float));
+	}
+}
+
+/* A trainer that says it holds its last reply plus its own newest push
+ * gets "unchanged" (no tensor) exactly when that is the server's weights:
+ * the one update since that reply was that push, as plain SGD at the rate
+ * the reply announced. Another trainer's update in between, or a claim of
+ * another push or of another reply, gets the weights. */
+static void test_server_pull_claiming_held_weights(void **state)
+{
+	fx *f = *state;
+	uint64_t seq, older;
+
+	join_all(f);
+	claim_pull(f, 0, 0, 0, 0);          /* version 0, no claim */
+	seq = push_ok(f, 0, 0, 0);           /* version 1 */
+	claim_pull(f, 0, seq, 0, 1);
+	assert_int_equal(stats(f).pulls_unchanged, 1);
+	seq = push_ok(f, 0, 1, 0);           /* version 2: its own again */
+	claim_pull(f, 0, seq, 1, 1);
+	/* The other trainer's push lands between: version 4 is not
+	 * "reply 2 plus my push". */
+	seq = push_ok(f, 0, 2, 0);
+	push_ok(f, 1, 2, 1);
+	claim_pull(f, 0, seq, 2, 0);
+	/* A claim of an older push, or of an older reply. */
+	older = seq;
+	push_ok(f, 0, 4, 0);                 /* version 5 */
+	claim_pull(f, 0, older, 4, 0);
+	seq = push_ok(f, 0, 5, 0);           /* version 6 */
+	claim_pull(f, 0, seq, 4, 0);
+	/* The other trainer's push is not this one's. */
+	seq = push_ok(f, 1, 6, 0);           /* version 7, by trainer 1 */
+	claim_pull(f, 0, seq, 6, 0);
+	assert_int_equal(stats(f).pulls_unchanged, 2);
 }
 
 /* --- push ---------------------------------------------------------------- */
@@ -2480,6 +2542,7 @@ int main(void)
 		T(test_server_hello_again_keeps_state),
 		T(test_server_hello_from_new_peer_takes_over),
 		T(test_server_pull_returns_weights),
+		T(test_server_pull_claiming_held_weights),
 		T(test_server_weights_announce_the_sgd_rate),
 		T(test_server_push_applies_sgd_and_measures_staleness),
 		T(test_server_staleness_histogram_buckets),

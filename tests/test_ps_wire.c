@@ -127,6 +127,8 @@ static int fill_kind(ps_msg *m, size_t i)
 		m->u.pull.begin = 3;
 		m->u.pull.end = 1ULL << 33;
 		m->u.pull.clock = 12;
+		m->u.pull.held_seq = 77;
+		m->u.pull.held_version = 1ULL << 40;
 		return 1;
 	case 3:
 		ps_msg_init(m, PS_MSG_WEIGHTS, 7, 9);
@@ -254,6 +256,8 @@ static void test_wire_roundtrip_pull(void **state)
 	assert_int_equal(out.u.pull.begin, 3);
 	assert_true(out.u.pull.end == 1ULL << 33);
 	assert_int_equal(out.u.pull.clock, 12);
+	assert_int_equal(out.u.pull.held_seq, 77);
+	assert_true(out.u.pull.held_version == 1ULL << 40);
 }
 
 static void test_wire_roundtrip_weights(void **state)
@@ -283,6 +287,11 @@ static void test_wire_roundtrip_weights(void **state)
 	roundtrip(&m, &out);
 	assert_memory_equal(&out.u.weights.sgd_lr, &m.u.weights.sgd_lr,
 			    sizeof(float));
+
+	assert_int_equal(out.u.weights.unchanged, 0);
+	m.u.weights.unchanged = 1;
+	roundtrip(&m, &out);
+	assert_int_equal(out.u.weights.unchanged, 1);
 }
 
 static void test_wire_decode_weights_bad_sgd_lr(void **state)
@@ -1000,6 +1009,13 @@ static void test_wire_check_tensor_lengths(void **state)
 	m.u.weights.begin = m.u.weights.end = 5;
 	assert_int_equal(ps_wire_check_tensor(&m, 0, &e), PS_OK);
 	assert_int_equal(ps_wire_check_tensor(&m, 4, &e), PS_EPROTO);
+
+	/* Weights marked unchanged carry none, whatever their range. */
+	m.u.weights.end = 6;
+	m.u.weights.unchanged = 1;
+	assert_int_equal(ps_wire_check_tensor(&m, 0, &e), PS_OK);
+	assert_int_equal(ps_wire_check_tensor(&m, 4, &e), PS_EPROTO);
+	assert_non_null(strstr(e.msg, "unchanged"));
 }
 
 static void test_wire_check_tensor_on_other_kinds(void **state)

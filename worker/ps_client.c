@@ -77,6 +77,11 @@ typedef struct link {
 	uint32_t pulled_epoch;  /* the registration the last weights are of */
 	uint64_t version;       /* of the last weights pulled */
 	float sgd_lr;           /* their Weights.sgd_lr */
+	/* The newest push sent on this link. */
+	uint64_t last_push_seq, last_push_begin, last_push_end;
+	/* A claim for the next pull: the weights of the last one plus the
+	 * own push held_seq added at their sgd_lr (0: none). */
+	uint64_t held_seq;
 	/* Liveness. */
 	double last_rx;         /* ps_now() of the last message received */
 	double hb_base, hb_interval, last_hb;
@@ -88,6 +93,8 @@ typedef struct link {
 		ps_tensor_buf *taken; /* this shard's weights, when dst is NULL */
 		size_t bytes;
 		uint64_t begin, end, clock; /* clock: the caller's */
+		uint64_t held_seq, held_version; /* the claim sent */
+		int unchanged; /* the reply said the claim holds */
 		int arrived;
 		ps_msg reply;
 	} pull;
@@ -412,6 +419,7 @@ static int resume_requests(link *l, ps_err *e)
 		m.u.pull.clock = (uint64_t)((int64_t)l->pull.clock +
 					    l->clock_shift);
 		l->pull.id = m.request_id;
+		l->pull.held_seq = 0; /* a new registration holds nothing */
 		rc = send_msg(l, &m, NULL, 0, e);
 		if (rc != PS_OK)
 			return rc;
@@ -492,11 +500,21 @@ static int dispatch(const ps_client *c, link *l, const ps_msg *m,
 	if (l->pull.id && m->request_id == l->pull.id) {
 		if (unknown)
 			return maybe_rejoin(c, l, m->request_id, e);
-		if (m->kind != PS_MSG_ERROR && f->tensor_len != l->pull.bytes)
+		l->pull.unchanged = m->kind == PS_MSG_WEIGHTS &&
+				    m->u.weights.unchanged;
+		if (l->pull.unchanged && !l->pull.held_seq)
+			return ps_err_set(e, PS_EPROTO,
+					  "server answered \"unchanged\" to a pull "
+					  "that claimed no weights");
+		if (m->kind != PS_MSG_ERROR && !l->pull.unchanged &&
+		    f->tensor_len != l->pull.bytes)
 			return ps_err_set(e, PS_EPROTO,
 					  "server sent %zu tensor bytes, expected %zu",
 					  f->tensor_len, l->pull.bytes);
-		if (m->kind != PS_MSG_ERROR && f->tensor_len && l->pull.dst) {
+		if (l->pull.unchanged) {
+			l->st.pulls_unchanged++;
+		} else if (m->kind != PS_MSG_ERROR && f->tensor_len &&
+			   l->pull.dst) {
 			memcpy(l->pull.dst, f->tensor, f->tensor_len);
 		} else if (m->kind != PS_MSG_ERROR && f->tensor_len) {
 			int rc;
@@ -805,6 +823,7 @@ int ps_client_pull_start(ps_client *c, float *w, uint64_t begin,
 		int rc;
 		l->pull.id = 0;
 		l->pull.arrived = 0;
+		l->pull.unchanged = 0;
 		ps_tensor_buf_destroy(&l->pull.taken);
 		if (b >= en)
 			continue; /* nothing of this shard wanted */
@@ -812,10 +831,20 @@ int ps_client_pull_start(ps_client *c, float *w, uint64_t begin,
 		m.u.pull.begin = b;
 		m.u.pull.end = en;
 		m.u.pull.clock = (uint64_t)((int64_t)clock + l->clock_shift);
+		/* Claimed only for weights the client keeps, of the same
+		 * range as the last pull's. */
+		if (!w && l->held_seq && b == l->pull.begin &&
+		    en == l->pull.end) {
+			m.u.pull.held_seq = l->held_seq;
+			m.u.pull.held_version = l->version;
+		}
+		l->held_seq = 0;
 		rc = send_msg(l, &m, NULL, 0, e);
 		if (rc != PS_OK)
 			return rc;
 		l->pull.id = m.request_id;
+		l->pull.held_seq = m.u.pull.held_seq;
+		l->pull.held_version = m.u.pull.held_version;
 		l->pull.dst = w ? w + (b - begin) : NULL;
 		l->pull.bytes = (size_t)(en - b) * sizeof(float);
 		l->pull.begin = b;
@@ -831,27 +860,38 @@ int ps_client_pull_start(ps_client *c, float *w, uint64_t begin,
 
 /* A pull with no buffer of the caller's has landed: make its weights the
  * current ones. One shard's reply is used where it lies; several are
- * copied side by side. */
+ * copied side by side. A shard that answered "unchanged" leaves its part
+ * of the current weights as it is. */
 static int keep_weights(ps_client *c, ps_err *e)
 {
 	size_t n = (size_t)(c->pull_end - c->pull_begin);
 	link *only = NULL;
-	uint32_t parts = 0;
+	uint32_t parts = 0, same = 0;
 
-	for (uint32_t i = 0; i < c->nlinks; i++)
+	for (uint32_t i = 0; i < c->nlinks; i++) {
 		if (c->links[i].pull.taken) {
 			only = &c->links[i];
 			parts++;
 		}
-	ps_tensor_buf_destroy(&c->weights);
-	c->current = NULL;
-	if (parts == 1 && only->pull.begin == c->pull_begin &&
+		same += c->links[i].pull.unchanged;
+	}
+	if (same > 0 && parts == 0)
+		return PS_OK;
+	if (parts == 1 && same == 0 && only->pull.begin == c->pull_begin &&
 	    only->pull.end == c->pull_end) {
+		ps_tensor_buf_destroy(&c->weights);
 		c->weights = only->pull.taken;
 		only->pull.taken = NULL;
 		c->current = ps_tensor_buf_data(c->weights);
 		return PS_OK;
 	}
+	/* Claims are made only of weights the client keeps side by side. */
+	if (same > 0 && c->current != c->plain)
+		return ps_err_set(e, PS_EPROTO,
+				  "a shard answered \"unchanged\" for weights "
+				  "this client does not hold");
+	ps_tensor_buf_destroy(&c->weights);
+	c->current = NULL;
 	if (c->plain_len < n) {
 		free(c->plain);
 		c->plain_len = 0;
@@ -921,8 +961,10 @@ int ps_client_pull_finish(ps_client *c, uint64_t *version,
 	}
 	if (rc == PS_OK && c->pull_keep)
 		rc = keep_weights(c, e);
-	for (uint32_t i = 0; i < c->nlinks; i++)
+	for (uint32_t i = 0; i < c->nlinks; i++) {
+		c->links[i].held_seq = 0; /* new weights: no claim yet */
 		ps_tensor_buf_destroy(&c->links[i].pull.taken);
+	}
 	if (rc != PS_OK)
 		return rc;
 	for (uint32_t i = 0; i < c->nlinks; i++)
@@ -961,9 +1003,11 @@ static void sub_scaled(float *restrict w, const float *restrict g, float lr,
 		w[j] -= lr * g[j];
 }
 
-int ps_client_add_own_push(const ps_client *c, float *w, const float *g,
+int ps_client_add_own_push(ps_client *c, float *w, const float *g,
 			   uint64_t begin, uint64_t end)
 {
+	int kept = w == c->current && begin == c->pull_begin &&
+		   end == c->pull_end;
 	size_t bad;
 
 	if (end <= begin)
@@ -976,12 +1020,20 @@ int ps_client_add_own_push(const ps_client *c, float *w, const float *g,
 	if (ps_wire_check_finite(g, (size_t)(end - begin), &bad) != PS_OK)
 		return 0;
 	for (uint32_t i = 0; i < c->nlinks; i++) {
-		const link *l = &c->links[i];
+		link *l = &c->links[i];
 		uint64_t lo = l->begin > begin ? l->begin : begin;
 		uint64_t hi = l->end < end ? l->end : end;
-		if (lo < hi)
-			sub_scaled(w + (lo - begin), g + (lo - begin),
-				   l->sgd_lr, (size_t)(hi - lo));
+		if (lo >= hi)
+			continue;
+		sub_scaled(w + (lo - begin), g + (lo - begin), l->sgd_lr,
+			   (size_t)(hi - lo));
+		/* The client's own weights, this shard's part now its last
+		 * reply plus the newest push over that same part: the next
+		 * pull may claim them. */
+		if (kept && l->pull.begin == lo && l->pull.end == hi &&
+		    l->last_push_seq != 0 && l->last_push_begin == lo &&
+		    l->last_push_end == hi)
+			l->held_seq = l->last_push_seq;
 	}
 	return 1;
 }
@@ -1096,6 +1148,9 @@ int ps_client_push(ps_client *c, const float *g, uint64_t begin,
 		if (rc != PS_OK)
 			return rc;
 		k->used = 1;
+		l->last_push_seq = l->next_seq;
+		l->last_push_begin = b;
+		l->last_push_end = en;
 		l->next_seq++;
 		l->st.pushes++;
 		l->inflight++;
@@ -1167,6 +1222,7 @@ void ps_client_get_stats(const ps_client *c, ps_client_stats *out)
 		if (s->last_version < out->last_version)
 			out->last_version = s->last_version;
 		out->refused_after_stop += s->refused_after_stop;
+		out->pulls_unchanged += s->pulls_unchanged;
 		if (s->train_seconds > out->train_seconds)
 			out->train_seconds = s->train_seconds;
 		if (s->stop && !out->stop) {

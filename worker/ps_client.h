@@ -34,6 +34,8 @@ typedef struct ps_client_stats {
 	uint64_t staleness_max;
 	uint64_t last_version;    /* newest version the server reported */
 	uint64_t refused_after_stop; /* pushes that arrived after a stop */
+	uint64_t pulls_unchanged; /* shard replies saying the weights held
+				   * already were the server's (no tensor) */
 	double train_seconds;     /* server's training clock at the last pull */
 	int stop;                 /* the server asked trainers to stop */
 	char stop_reason[256];
@@ -90,7 +92,9 @@ int ps_client_pull_finish(ps_client *c, uint64_t *version,
 			  int *training_done, ps_err *e) PS_WUR;
 
 /* The weights of the last pull made with w NULL, w[end - begin] for its
- * range: with one shard, the bytes of the server's reply themselves.
+ * range: with one shard, the bytes of the server's reply themselves (or,
+ * when the server answered "unchanged", the weights the caller already
+ * had, own push added).
  * The caller may read and write them until the next such pull finishes
  * (they are released then) or c is destroyed. NULL before the first. */
 float *ps_client_weights(ps_client *c);
@@ -109,10 +113,13 @@ float *ps_client_grad_buffer(ps_client *c, uint64_t begin, uint64_t end);
  * server's plain SGD does it. A prefetching trainer calls it with the
  * gradient it just pushed, which the prefetched weights cannot hold yet;
  * with one trainer the result is the server's next weights exactly.
- * Returns 1 when w was changed, 0 when not: a shard in the range runs
- * another update (rate 0), or g holds a NaN or infinity (the server
- * refuses such a push). */
-int ps_client_add_own_push(const ps_client *c, float *w, const float *g,
+ * When w is ps_client_weights() of the last pull and the push covered
+ * each shard's part of it, the next pull started says so, and a shard
+ * whose weights are then exactly these answers "unchanged" without
+ * sending them (docs/PROTOCOL.md). Returns 1 when w was changed, 0 when
+ * not: a shard in the range runs another update (rate 0), or g holds a
+ * NaN or infinity (the server refuses such a push). */
+int ps_client_add_own_push(ps_client *c, float *w, const float *g,
 			   uint64_t begin, uint64_t end);
 
 /* Send gradient g[end - begin] computed from weights of base_version.

@@ -302,19 +302,21 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 			if (rc != PS_OK)
 				goto out;
 			w = ps_client_weights(client);
-			rc = ps_client_pull_start(client, NULL, 0,
-						  welcome.num_params, pushes, e);
-			if (rc != PS_OK)
-				goto out;
 			/* They were asked for before this step's push, so
 			 * they lack it: add it as the server will (plain SGD
 			 * only). With one trainer that makes them the
 			 * server's next weights, and prefetch costs no
-			 * staleness at all. */
+			 * staleness at all. Added before the next pull goes,
+			 * which then says so: a server whose weights these
+			 * are exactly answers without sending them. */
 			if (!cfg->stale_prefetch &&
 			    ps_client_add_own_push(client, w, g, 0,
 						   welcome.num_params))
 				own_steps++;
+			rc = ps_client_pull_start(client, NULL, 0,
+						  welcome.num_params, pushes, e);
+			if (rc != PS_OK)
+				goto out;
 		} else if (steps % cfg->fetch_every == 0) {
 			rc = ps_client_pull(client, NULL, 0,
 					    welcome.num_params, pushes,
@@ -393,8 +395,9 @@ stopped:
 		if (cfg->prefetch)
 			ps_log_info("prefetch: own newest gradient added to "
 				    "%" PRIu64 " of %" PRIu64 " prefetched "
-				    "weights%s",
-				    own_steps, steps,
+				    "weights, %" PRIu64 " pull replies "
+				    "\"unchanged\"%s",
+				    own_steps, steps, st.pulls_unchanged,
 				    cfg->stale_prefetch
 					    ? " (--stale-prefetch)"
 				    : own_steps < steps

@@ -201,8 +201,15 @@ def test_prefetch_with_own_push_equals_sequential_sgd(tmp):
             log = f.read()
         assert "own newest gradient added to %d of %d" % (
             st["pushes"], st["pushes"]) in log, log
-        stale, _ = launch(tmp, name + "-stale",
-                          common + ["--prefetch", "--stale-prefetch"])
+        # Every pull after the first step's claimed the weights the
+        # trainer held (its last reply plus its own push), and the server,
+        # whose weights they were exactly, sent none back: still bit for
+        # bit the oracle's.
+        assert st["pulls_unchanged"] == st["pushes"], st
+        assert "%d pull replies \"unchanged\"" % st["pushes"] in log, log
+        stale, st_stale = launch(tmp, name + "-stale",
+                                 common + ["--prefetch", "--stale-prefetch"])
+        assert st_stale["pulls_unchanged"] == 0, st_stale
         try:
             assert_same_model(os.path.join(stale, "model.bin"), want, name)
         except AssertionError:
@@ -224,6 +231,8 @@ def test_prefetch_adds_no_own_push_to_another_update(tmp):
         log = f.read()
     assert "own newest gradient added to 0 of %d" % st["pushes"] in log, log
     assert "update other than plain SGD" in log, log
+    # Nothing added, nothing claimed: every pull got the weights.
+    assert st["pulls_unchanged"] == 0, st
 
 
 @timeout(60)

@@ -53,6 +53,9 @@ def test_prefetch_own_push_over_shards_equals_sequential_sgd(tmp):
             log = f.read()
         pushes = steps(500, 1, 0, 25, 2)
         assert "own newest gradient added to %d of %d" % (pushes, pushes) in log, log
+        # Each shard answered every pull after the first step's
+        # "unchanged": the trainer's part of it was exactly the shard's.
+        assert "%d pull replies \"unchanged\"" % (servers * pushes) in log, log
 
 
 @timeout(120)
