@@ -288,11 +288,7 @@ static int plain_new(size_t len, ps_tensor_buf **out)
 	b = malloc(sizeof *b + len);
 	if (!b)
 		return PS_ENOMEM;
-	b->ops = NULL;
-	b->release = plain_release;
-	b->data = b + 1;
-	b->len = len;
-	b->refs = 1;
+	ps_tensor_buf_init(b, NULL, plain_release, b + 1, len);
 	*out = b;
 	return PS_OK;
 }

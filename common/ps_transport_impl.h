@@ -47,6 +47,19 @@ struct ps_tensor_buf {
 	int refs;
 };
 
+/* Fill in a new buffer's common part, with one hold (the caller's). */
+static inline void ps_tensor_buf_init(ps_tensor_buf *b,
+				      const struct ps_transport_ops *ops,
+				      void (*release)(ps_tensor_buf *),
+				      void *data, size_t len)
+{
+	b->ops = ops;
+	b->release = release;
+	b->data = data;
+	b->len = len;
+	b->refs = 1;
+}
+
 struct ps_pending_send;
 
 /* Backends calloc their transport and set ops; the rest belongs to the

@@ -304,12 +304,9 @@ static int mt_tensor_new(ps_transport *t, size_t len, ps_tensor_buf **out)
 		free(mb);
 		return PS_ENOMEM;
 	}
-	mb->base.ops = m->base.ops;
-	mb->base.release = mt_tensor_release;
 	mb->room = TENSOR_HEADROOM;
-	mb->base.data = mb->block + mb->room;
-	mb->base.len = len;
-	mb->base.refs = 1;
+	ps_tensor_buf_init(&mb->base, m->base.ops, mt_tensor_release,
+			   mb->block + mb->room, len);
 	*out = &mb->base;
 	return PS_OK;
 }
@@ -365,11 +362,8 @@ static int mt_take_tensor(ps_transport *t, const ps_frame *f,
 		return PS_ENOMEM;
 	mb->block = m->rbuf;
 	mb->room = (size_t)(f->tensor - m->rbuf);
-	mb->base.ops = m->base.ops;
-	mb->base.release = mt_tensor_release;
-	mb->base.data = (void *)f->tensor;
-	mb->base.len = f->tensor_len;
-	mb->base.refs = 1;
+	ps_tensor_buf_init(&mb->base, m->base.ops, mt_tensor_release,
+			   (void *)f->tensor, f->tensor_len);
 	m->rbuf = NULL;
 	m->rcap = 0;
 	*out = &mb->base;

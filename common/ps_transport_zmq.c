@@ -183,11 +183,8 @@ static int zt_tensor_new(ps_transport *t, size_t len, ps_tensor_buf **out)
 		free(zb);
 		return PS_ENOMEM;
 	}
-	zb->base.ops = t->ops;
-	zb->base.release = zt_tensor_release;
-	zb->base.data = zmq_msg_data(&zb->msg);
-	zb->base.len = len;
-	zb->base.refs = 1;
+	ps_tensor_buf_init(&zb->base, t->ops, zt_tensor_release,
+			   zmq_msg_data(&zb->msg), len);
 	*out = &zb->base;
 	return PS_OK;
 }
@@ -215,11 +212,8 @@ static int zt_take_tensor(ps_transport *t, const ps_frame *f,
 		return PS_ENOMEM;
 	}
 	z->have_tensor = 0; /* the move left z->tensor empty */
-	zb->base.ops = t->ops;
-	zb->base.release = zt_tensor_release;
-	zb->base.data = zmq_msg_data(&zb->msg);
-	zb->base.len = zmq_msg_size(&zb->msg);
-	zb->base.refs = 1;
+	ps_tensor_buf_init(&zb->base, t->ops, zt_tensor_release,
+			   zmq_msg_data(&zb->msg), zmq_msg_size(&zb->msg));
 	*out = &zb->base;
 	return PS_OK;
 }

@@ -216,6 +216,24 @@ static ps_model_spec spec_of(void)
 	return m;
 }
 
+/* Start the scripted server on fn and a client registered with it as
+ * trainer 0, with max_inflight pushes in flight. */
+static ps_client *start(script *s, pthread_t *th, void *(*fn)(void *),
+			int max_inflight)
+{
+	ps_client *c = NULL;
+	ps_msg_welcome wel;
+	ps_model_spec spec = spec_of();
+	ps_err e = {0, ""};
+
+	script_start(s, th, fn);
+	assert_int_equal(ps_client_new(&c, s->endpoint, 10.0, max_inflight, &e),
+			 PS_OK);
+	assert_int_equal(ps_client_hello(c, PS_ROLE_WORKER, 0, &spec, &wel, &e),
+			 PS_OK);
+	return c;
+}
+
 /* The kept copy of a push is the client's, not the caller's: after the
  * caller has overwritten its gradient array (with NaN, even), a push sent
  * again because its ack was lost carries exactly the bytes of its first
@@ -228,8 +246,6 @@ static void test_client_resent_push_keeps_its_bytes(void **state)
 	script s;
 	pthread_t th;
 	ps_client *c = NULL;
-	ps_msg_welcome wel;
-	ps_model_spec spec = spec_of();
 	ps_client_stats st;
 	ps_err e = {0, ""};
 	float *g = malloc(N * sizeof *g), *want1 = malloc(N * sizeof *g),
@@ -240,10 +256,7 @@ static void test_client_resent_push_keeps_its_bytes(void **state)
 	assert_non_null(want2);
 	fill(want1, 1);
 	fill(want2, 2);
-	script_start(&s, &th, lose_first_ack);
-	assert_int_equal(ps_client_new(&c, s.endpoint, 10.0, 2, &e), PS_OK);
-	assert_int_equal(ps_client_hello(c, PS_ROLE_WORKER, 0, &spec, &wel, &e),
-			 PS_OK);
+	c = start(&s, &th, lose_first_ack, 2);
 	memcpy(g, want1, N * sizeof *g);
 	assert_int_equal(ps_client_push(c, g, 0, N, 0, 8, 1.0f, 1, &e), PS_OK);
 	memcpy(g, want2, N * sizeof *g);
@@ -295,16 +308,11 @@ static void test_client_destroy_releases_kept_pushes(void **state)
 	script s;
 	pthread_t th;
 	ps_client *c = NULL;
-	ps_msg_welcome wel;
-	ps_model_spec spec = spec_of();
 	ps_err e = {0, ""};
 	float *g = calloc(N, sizeof *g);
 
 	assert_non_null(g);
-	script_start(&s, &th, never_ack);
-	assert_int_equal(ps_client_new(&c, s.endpoint, 10.0, 3, &e), PS_OK);
-	assert_int_equal(ps_client_hello(c, PS_ROLE_WORKER, 0, &spec, &wel, &e),
-			 PS_OK);
+	c = start(&s, &th, never_ack, 3);
 	for (int k = 0; k < 3; k++)
 		assert_int_equal(ps_client_push(c, g, 0, N, 0, 1, 0.0f,
 						(uint64_t)k + 1, &e),
@@ -387,17 +395,12 @@ static void test_client_keeps_pulled_weights(void **state)
 	script s;
 	pthread_t th;
 	ps_client *c = NULL;
-	ps_msg_welcome wel;
-	ps_model_spec spec = spec_of();
 	ps_err e = {0, ""};
 	uint64_t version = 0;
 	float *want = malloc(N * sizeof *want), *w;
 
 	assert_non_null(want);
-	script_start(&s, &th, serve_pulls);
-	assert_int_equal(ps_client_new(&c, s.endpoint, 10.0, 2, &e), PS_OK);
-	assert_int_equal(ps_client_hello(c, PS_ROLE_WORKER, 0, &spec, &wel, &e),
-			 PS_OK);
+	c = start(&s, &th, serve_pulls, 2);
 	assert_null(ps_client_weights(c));
 	assert_int_equal(ps_client_pull(c, NULL, 0, N, 0, &version, NULL, &e),
 			 PS_OK);
@@ -465,18 +468,13 @@ static void test_client_claims_held_weights(void **state)
 	script s;
 	pthread_t th;
 	ps_client *c = NULL;
-	ps_msg_welcome wel;
-	ps_model_spec spec = spec_of();
 	ps_client_stats st;
 	ps_err e = {0, ""};
 	uint64_t version = 0;
 	float *want = malloc(N * sizeof *want), *w, *g;
 
 	assert_non_null(want);
-	script_start(&s, &th, answer_claims);
-	assert_int_equal(ps_client_new(&c, s.endpoint, 10.0, 2, &e), PS_OK);
-	assert_int_equal(ps_client_hello(c, PS_ROLE_WORKER, 0, &spec, &wel, &e),
-			 PS_OK);
+	c = start(&s, &th, answer_claims, 2);
 	assert_int_equal(ps_client_pull(c, NULL, 0, N, 0, &version, NULL, &e),
 			 PS_OK);
 	w = ps_client_weights(c);
@@ -515,8 +513,6 @@ static void test_client_grad_buffer_push(void **state)
 	script s;
 	pthread_t th;
 	ps_client *c = NULL;
-	ps_msg_welcome wel;
-	ps_model_spec spec = spec_of();
 	ps_client_stats st;
 	ps_err e = {0, ""};
 	float *want1 = malloc(N * sizeof(float)), *want2 = malloc(N * sizeof(float));
@@ -526,10 +522,7 @@ static void test_client_grad_buffer_push(void **state)
 	assert_non_null(want2);
 	fill(want1, 1);
 	fill(want2, 2);
-	script_start(&s, &th, lose_first_ack);
-	assert_int_equal(ps_client_new(&c, s.endpoint, 10.0, 2, &e), PS_OK);
-	assert_int_equal(ps_client_hello(c, PS_ROLE_WORKER, 0, &spec, &wel, &e),
-			 PS_OK);
+	c = start(&s, &th, lose_first_ack, 2);
 	g1 = ps_client_grad_buffer(c, 0, N);
 	assert_non_null(g1);
 	assert_ptr_equal(ps_client_grad_buffer(c, 0, N), g1);
