@@ -500,6 +500,8 @@ static void test_client_claims_held_weights(void **state)
 	assert_non_null(strstr(e.msg, "claimed no weights"));
 	ps_client_destroy(&c);
 	script_finish(&s, th);
+	assert_int_equal(s.pushes, 1);
+	script_free(&s);
 	free(want);
 }
 
