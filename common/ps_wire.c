@@ -439,43 +439,66 @@ int ps_wire_check_tensor(const ps_msg *m, size_t tensor_bytes, ps_err *e)
 	return PS_OK;
 }
 
-/* Four 32-bit lanes, a GCC and clang generic vector: the compiler lowers
- * its operations to the target's SIMD (SSE2 on baseline x86-64). */
-typedef uint32_t u32x4 __attribute__((vector_size(16)));
+/* Eight 32-bit lanes, a GCC and clang generic vector: the compiler lowers
+ * its operations to the target's SIMD, two SSE2 registers on baseline
+ * x86-64 and one AVX2 register in the clone below. */
+typedef uint32_t u32x8 __attribute__((vector_size(32)));
 
-int ps_wire_check_finite(const void *p, size_t count, size_t *bad_index)
+/* The project builds for baseline x86-64 (SSE2); an AVX2 clone, chosen at
+ * load time through an ifunc, checks a 4 MB gradient in cache in 55 us
+ * instead of 84 us here (ps_optim.c does the same for the update). */
+#if defined(__x86_64__) && defined(__GLIBC__) &&                               \
+	(defined(__clang__) ? __clang_major__ >= 14 : defined(__GNUC__))
+#define PS_WIRE_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define PS_WIRE_CLONES
+#endif
+
+/* The OR over b[count] floats of (exponent bits + one exponent step):
+ * its sign bit is set when one of them is NaN or Inf, that is when its
+ * exponent bits are all ones, so that adding one to the exponent carries
+ * into the sign bit. Sixteen floats a step in two independent chains,
+ * written out because gcc -O2 does not vectorize a reduction by itself
+ * (the scalar loop took 0.45 ms over 4 MB here). */
+PS_WIRE_CLONES
+static uint32_t nonfinite_bits(const unsigned char *b, size_t count)
 {
-	const unsigned char *b = p;
-	/* A float is NaN or Inf exactly when its exponent bits are all ones,
-	 * that is when adding one to its exponent carries into the sign bit.
-	 * The server runs this over every pushed gradient, so it must keep
-	 * up with memory: eight floats a step in two independent chains of
-	 * four, written out because gcc -O2 does not vectorize a reduction
-	 * by itself (the scalar loop took 0.45 ms over 4 MB here, this one
-	 * 0.08 ms in cache). The slow search for the index runs only when
-	 * something is bad. */
-	const u32x4 exponent = {0x7f800000u, 0x7f800000u, 0x7f800000u,
-				0x7f800000u};
-	const u32x4 one = {0x00800000u, 0x00800000u, 0x00800000u,
-			   0x00800000u};
-	u32x4 a0 = {0, 0, 0, 0}, a1 = a0;
-	size_t body = count & ~(size_t)7;
-	uint32_t acc;
+	const u32x8 exponent = {0x7f800000u, 0x7f800000u, 0x7f800000u,
+				0x7f800000u, 0x7f800000u, 0x7f800000u,
+				0x7f800000u, 0x7f800000u};
+	const u32x8 one = {0x00800000u, 0x00800000u, 0x00800000u,
+			   0x00800000u, 0x00800000u, 0x00800000u,
+			   0x00800000u, 0x00800000u};
+	u32x8 a0 = {0, 0, 0, 0, 0, 0, 0, 0}, a1 = a0;
+	size_t body = count & ~(size_t)15;
+	uint32_t acc = 0;
 
-	for (size_t i = 0; i < body; i += 8) {
-		u32x4 x0, x1;
+	for (size_t i = 0; i < body; i += 16) {
+		u32x8 x0, x1;
 		memcpy(&x0, b + 4 * i, sizeof x0);
-		memcpy(&x1, b + 4 * i + 16, sizeof x1);
+		memcpy(&x1, b + 4 * i + 32, sizeof x1);
 		a0 |= (x0 & exponent) + one;
 		a1 |= (x1 & exponent) + one;
 	}
 	a0 |= a1;
-	acc = a0[0] | a0[1] | a0[2] | a0[3];
+	for (int k = 0; k < 8; k++)
+		acc |= a0[k];
 	for (size_t i = body; i < count; i++) {
 		uint32_t x;
 		memcpy(&x, b + 4 * i, 4);
 		acc |= (x & 0x7f800000u) + 0x00800000u;
 	}
+	return acc;
+}
+
+int ps_wire_check_finite(const void *p, size_t count, size_t *bad_index)
+{
+	const unsigned char *b = p;
+	/* The server runs this over every pushed gradient, so it must keep
+	 * up with memory. The slow search for the index runs only when
+	 * something is bad. */
+	uint32_t acc = nonfinite_bits(b, count);
+
 	if (!(acc & 0x80000000u))
 		return PS_OK;
 	for (size_t i = 0; i < count; i++) {
