@@ -125,8 +125,9 @@ int ps_client_add_own_push(ps_client *c, float *w, const float *g,
 /* Send gradient g[end - begin] computed from weights of base_version.
  * g is copied, unless it is this range's ps_client_grad_buffer(), which
  * is sent as it is. Returns once it is queued (waiting first if
- * max_inflight pushes are unacknowledged). A push the server refuses is counted in push_errors
- * and logged, not returned. Errors: PS_ETIMEDOUT, PS_EINTR, PS_ETRANSPORT. */
+ * max_inflight pushes are unacknowledged). A push the server refuses is
+ * counted in push_errors and logged, not returned. Errors: PS_ETIMEDOUT,
+ * PS_EINTR, PS_ETRANSPORT. */
 int ps_client_push(ps_client *c, const float *g, uint64_t begin,
 		   uint64_t end, uint64_t base_version, uint32_t batch_size,
 		   float loss, uint64_t clock, ps_err *e) PS_WUR;
