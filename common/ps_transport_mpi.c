@@ -247,37 +247,57 @@ static int peer_rank(const ps_peer *p)
 	return (int)r;
 }
 
+/* The rank a send to `to` goes to (the connecting side: its server),
+ * once finished sends are reaped and a slot is free for it. */
+static int send_dest(mpi_transport *m, const ps_peer *to, int *dest)
+{
+	if (m->listening && (!to || to->len != 4))
+		return PS_EINVAL;
+	*dest = m->listening ? peer_rank(to) : m->server_rank;
+	if (*dest < 0 || *dest >= ps_mpi_size())
+		return PS_EUNKNOWN_WORKER;
+	reap_sends(m);
+	if (m->nsends == MAX_PENDING_SENDS)
+		return PS_ETIMEDOUT; /* the peer is not receiving */
+	return PS_OK;
+}
+
+/* Post frame[size] to dest, keeping what it lies in (a packed copy to
+ * free, or a hold on a tensor buffer) until MPI_Test says it is sent. */
+static int post(mpi_transport *m, int dest, unsigned char *frame,
+		size_t size, unsigned char *copy, mpi_tensor *held)
+{
+	pending_send *p = &m->sends[m->nsends];
+
+	if (MPI_Isend(frame, (int)size, MPI_BYTE, dest, PS_TAG, MPI_COMM_WORLD,
+		      &p->req) != MPI_SUCCESS)
+		return PS_ETRANSPORT;
+	p->buf = copy;
+	p->tensor = held;
+	m->nsends++;
+	return PS_OK;
+}
+
 static int mt_send(ps_transport *t, const ps_peer *to, const void *head,
 		   size_t hlen, const void *tensor, size_t tlen)
 {
 	mpi_transport *m = (mpi_transport *)t;
 	size_t size = ps_mpi_frame_size(hlen, tlen);
 	unsigned char *buf;
-	int dest, rc;
+	int dest, rc = send_dest(m, to, &dest);
 
-	if (m->listening && (!to || to->len != 4))
-		return PS_EINVAL;
-	dest = m->listening ? peer_rank(to) : m->server_rank;
-	if (dest < 0 || dest >= ps_mpi_size())
-		return PS_EUNKNOWN_WORKER;
+	if (rc != PS_OK)
+		return rc;
 	if (size == 0)
 		return PS_EINVAL;
-	reap_sends(m);
-	if (m->nsends == MAX_PENDING_SENDS)
-		return PS_ETIMEDOUT; /* the peer is not receiving */
 	buf = malloc(size);
 	if (!buf)
 		return PS_ENOMEM;
 	ps_mpi_frame_pack(buf, head, hlen, tensor, tlen);
-	rc = MPI_Isend(buf, (int)size, MPI_BYTE, dest, PS_TAG, MPI_COMM_WORLD,
-		       &m->sends[m->nsends].req);
-	if (rc != MPI_SUCCESS) {
+	rc = post(m, dest, buf, size, buf, NULL);
+	if (rc != PS_OK)
 		free(buf);
-		return PS_ETRANSPORT;
-	}
-	m->sends[m->nsends].tensor = NULL;
-	m->sends[m->nsends++].buf = buf;
-	return PS_OK;
+	return rc;
 }
 
 static void mt_tensor_release(ps_tensor_buf *b)
@@ -326,23 +346,16 @@ static int mt_send_tensor(ps_transport *t, const ps_peer *to,
 	 * when the envelope does not fit, send a packed copy. */
 	if (mb->sending > 0 || front > mb->room || size == 0)
 		return mt_send(t, to, head, hlen, b->data, b->len);
-	if (m->listening && (!to || to->len != 4))
-		return PS_EINVAL;
-	dest = m->listening ? peer_rank(to) : m->server_rank;
-	if (dest < 0 || dest >= ps_mpi_size())
-		return PS_EUNKNOWN_WORKER;
-	reap_sends(m);
-	if (m->nsends == MAX_PENDING_SENDS)
-		return PS_ETIMEDOUT; /* the peer is not receiving */
+	rc = send_dest(m, to, &dest);
+	if (rc != PS_OK)
+		return rc;
 	frame = (unsigned char *)b->data - front;
 	ps_mpi_frame_pack(frame, head, hlen, NULL, b->len);
-	rc = MPI_Isend(frame, (int)size, MPI_BYTE, dest, PS_TAG,
-		       MPI_COMM_WORLD, &m->sends[m->nsends].req);
-	if (rc != MPI_SUCCESS)
-		return PS_ETRANSPORT;
+	rc = post(m, dest, frame, size, NULL, mb);
+	if (rc != PS_OK)
+		return rc;
 	mb->sending++;
-	m->sends[m->nsends].buf = NULL;
-	m->sends[m->nsends++].tensor = (mpi_tensor *)ps_tensor_buf_share(b);
+	(void)ps_tensor_buf_share(b); /* the pending send's hold */
 	return PS_OK;
 }
 

@@ -234,6 +234,17 @@ static ps_client *start(script *s, pthread_t *th, void *(*fn)(void *),
 	return c;
 }
 
+/* After lose_first_ack: three pushes arrived, the first, the second and
+ * the first again, each with its own bytes. */
+static void assert_first_sent_again(const script *s, const float *want1,
+				    const float *want2)
+{
+	assert_int_equal(s->pushes, 3);
+	assert_memory_equal(s->bytes[0], want1, N * sizeof(float));
+	assert_memory_equal(s->bytes[1], want2, N * sizeof(float));
+	assert_memory_equal(s->bytes[2], want1, N * sizeof(float));
+}
+
 /* The kept copy of a push is the client's, not the caller's: after the
  * caller has overwritten its gradient array (with NaN, even), a push sent
  * again because its ack was lost carries exactly the bytes of its first
@@ -269,10 +280,7 @@ static void test_client_resent_push_keeps_its_bytes(void **state)
 	ps_client_destroy(&c);
 	script_finish(&s, th);
 
-	assert_int_equal(s.pushes, 3);
-	assert_memory_equal(s.bytes[0], want1, N * sizeof(float));
-	assert_memory_equal(s.bytes[1], want2, N * sizeof(float));
-	assert_memory_equal(s.bytes[2], want1, N * sizeof(float));
+	assert_first_sent_again(&s, want1, want2);
 	assert_int_equal(s.push[2].u.push.seq, s.push[0].u.push.seq);
 	assert_int_not_equal(s.push[2].request_id, s.push[0].request_id);
 	assert_int_equal(st.resent, 1);
@@ -543,10 +551,7 @@ static void test_client_grad_buffer_push(void **state)
 	ps_client_destroy(&c);
 	script_finish(&s, th);
 
-	assert_int_equal(s.pushes, 3);
-	assert_memory_equal(s.bytes[0], want1, N * sizeof(float));
-	assert_memory_equal(s.bytes[1], want2, N * sizeof(float));
-	assert_memory_equal(s.bytes[2], want1, N * sizeof(float));
+	assert_first_sent_again(&s, want1, want2);
 	assert_int_equal(st.resent, 1);
 	script_free(&s);
 	free(want1);
