@@ -31,11 +31,16 @@ static void check_spec(const ps_model_spec *spec)
 
 /* proto3 leaves a field that equals zero out of the encoding, and
  * protobuf-c tests floating-point fields with == 0, so -0.0 comes back as
- * +0.0. Both mean the same to pserver. */
+ * +0.0. Both mean the same to pserver. Every float and double field of
+ * proto/ps.proto is listed here. */
 static void positive_zeros(ps_msg *m)
 {
 	if (m->kind == PS_MSG_WEIGHTS && m->u.weights.train_seconds == 0)
 		m->u.weights.train_seconds = 0;
+	if (m->kind == PS_MSG_WEIGHTS && m->u.weights.sgd_lr == 0)
+		m->u.weights.sgd_lr = 0;
+	if (m->kind == PS_MSG_WELCOME && m->u.welcome.heartbeat_seconds == 0)
+		m->u.welcome.heartbeat_seconds = 0;
 	if (m->kind == PS_MSG_PUSH && m->u.push.loss == 0)
 		m->u.push.loss = 0;
 }
