@@ -41,7 +41,9 @@ are interleaved (pserver W=1 on each transport, pytorch 1, pserver W=2,
 pytorch 2, then the next repetition), so that a change in the machine's load hits both sides
 alike. Medians count a run that never reached the target as infinitely
 slow. ratio = pytorch median / pserver median for the same number of
-training processes: above 1 means pserver is faster.
+training processes: above 1 means pserver is faster. samples/s ratio =
+pserver's median samples/s / pytorch's: the same comparison in
+throughput, which spreads far less from run to run.
 
 Writes OUT/results.json (options, machine, every run, medians, ratios),
 OUT/runs.csv (one row per run), OUT/summary.csv (one row per
@@ -324,13 +326,19 @@ def summarize(runs, impls, workers):
                 ratio = None
             x["ratio_pytorch_over_pserver"] = ratio
             ratios["%s %d" % (x["impl"], w)] = ratio
+            # The same comparison in throughput, which spreads far less
+            # from run to run than the time to the target.
+            sps, ref = x["median_samples_per_second"], \
+                pt[0]["median_samples_per_second"] if pt else None
+            x["samples_ratio_pserver_over_pytorch"] = \
+                round(sps / ref, 3) if sps and ref else None
     return rows, ratios
 
 
 def print_table(rows, target, md_path):
     """The table on stdout, and as Markdown in md_path."""
     head = ("impl", "procs", "median to %g (s)" % target, "runs (s)",
-            "epochs", "samples/s", "ratio")
+            "epochs", "samples/s", "ratio", "samples/s ratio")
     lines = []
     for x in rows:
         ratio = x.get("ratio_pytorch_over_pserver")
@@ -339,11 +347,15 @@ def print_table(rows, target, md_path):
                       fmt_s(x["median_epochs_to_target"]),
                       "-" if x["median_samples_per_second"] is None
                       else "%.0f" % x["median_samples_per_second"],
-                      "-" if ratio is None else "%.2f" % ratio))
+                      "-" if ratio is None else "%.2f" % ratio,
+                      "-" if x.get("samples_ratio_pserver_over_pytorch") is None
+                      else "%.2f" % x["samples_ratio_pserver_over_pytorch"]))
     widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(head)]
     fmt = "  ".join("%%-%ds" % wd for wd in widths)
     note = ("ratio = pytorch median / pserver median with the same number of "
-            "training processes (> 1: pserver is faster)")
+            "training processes (> 1: pserver is faster); samples/s ratio = "
+            "pserver median samples/s / pytorch's (> 1: pserver trains more "
+            "samples a second)")
     print((fmt % head).rstrip())
     print((fmt % tuple("-" * wd for wd in widths)).rstrip())
     for l in lines:
@@ -434,7 +446,7 @@ def main(argv):
     write_csv(os.path.join(out, "summary.csv"), rows,
               ["impl", "procs", "runs", "reached", "median_time_to_target_s", "times_s",
                "median_epochs_to_target", "median_samples_per_second",
-               "ratio_pytorch_over_pserver"])
+               "ratio_pytorch_over_pserver", "samples_ratio_pserver_over_pytorch"])
 
     print("MLP 784-%s-10, batch %d, plain SGD lr %g, Fashion-MNIST; %d run(s) each; "
           "load average %s -> %s" % (HIDDEN, BATCH, a.lr, a.repeat,
