@@ -768,7 +768,6 @@ static void bsp_try_step(ps_server *s)
 	s->st.apply_seconds += ps_now() - t0;
 	s->st.version++;
 	s->st.model_version = s->st.version;
-	s->last_step.worker_id = 0;
 	s->st.bsp_steps++;
 	s->bsp_clock++;
 }
