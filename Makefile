@@ -97,11 +97,13 @@ BINS := $(BUILD)/bin/ps-server $(BUILD)/bin/ps-worker $(BUILD)/bin/ps-eval \
 # Programs the integration tests drive (a hostile client; the synchronous
 # SGD oracle the consistency tests compare the cluster with; the
 # micro-benchmarks and the shard benchmark, run briefly so that they keep
-# working; the MPI transport's tensor buffers between two ranks), and the
+# working; the MPI transport's tensor buffers and its receive of a message that
+# arrived unseen, between two ranks), and the
 # generator of the fuzzing seed corpora (`make fuzz-seeds`), built so that
 # it keeps compiling.
 TOOLS := $(BUILD)/bin/ps-badpeer $(BUILD)/bin/ps-sgd-oracle $(BUILD)/bin/ps-bench-micro \
-	$(BUILD)/bin/ps-bench-shards $(BUILD)/bin/ps-fuzz-seeds $(BUILD)/bin/ps-mpi-tensors
+	$(BUILD)/bin/ps-bench-shards $(BUILD)/bin/ps-fuzz-seeds $(BUILD)/bin/ps-mpi-tensors \
+	$(BUILD)/bin/ps-mpi-arrival
 TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
 .PHONY: all deps check-deps run test check unit integration sanitize clean format
@@ -168,6 +170,7 @@ $(BUILD)/bin/ps-bench-shards: $(BUILD)/obj/tests/bench/ps-bench-shards.o \
 	$(BUILD)/lib/libpsworker.a $(BUILD)/lib/libpscommon.a
 $(BUILD)/bin/ps-fuzz-seeds: $(BUILD)/obj/tests/fuzz/make_seeds.o $(BUILD)/lib/libpscommon.a
 $(BUILD)/bin/ps-mpi-tensors: $(BUILD)/obj/tests/tools/ps-mpi-tensors.o $(BUILD)/lib/libpscommon.a
+$(BUILD)/bin/ps-mpi-arrival: $(BUILD)/obj/tests/tools/ps-mpi-arrival.o $(BUILD)/lib/libpscommon.a
 $(BINS) $(TOOLS):
 	$(call msg,LINK,$@)
 	@mkdir -p $(@D)

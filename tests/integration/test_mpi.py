@@ -274,6 +274,23 @@ def test_mpi_tensor_buffers_between_two_ranks(tmp):
         assert "rank %d: ok" % rank in out, out
 
 
+@timeout(60)
+def test_mpi_receive_sees_a_message_that_arrived_unseen(tmp):
+    """A message that reached a rank while it made no MPI call is seen by
+    its next receive, even one that does not wait: Open MPI's MPI_Iprobe
+    matches before it progresses, so the transport probes twice
+    (tests/tools/ps-mpi-arrival.c; the ranks take turns through files,
+    so that the receiver is outside MPI when the message lands). With
+    one probe a receive found such a message a nap late."""
+    tool = os.path.join(pslib.BIN, "ps-mpi-arrival")
+    pslib.need(tool)
+    need_mpirun()
+    rc, out, _ = mpirun([(2, [tool, tmp])], 45)
+    assert rc == 0, "exit status %d\n%s" % (rc, out)
+    for rank in (0, 1):
+        assert "rank %d: ok" % rank in out, out
+
+
 @timeout(30)
 def test_mpi_bad_options(tmp):
     pslib.need(pslib.SERVER, pslib.WORKER)
