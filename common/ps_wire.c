@@ -174,6 +174,7 @@ int ps_wire_encode(const ps_msg *m, uint8_t *buf, size_t cap, size_t *len)
 		break;
 	case PS_MSG_HEARTBEAT:
 		heartbeat.version = m->u.heartbeat.version;
+		heartbeat.pull_waiting = m->u.heartbeat.pull_waiting;
 		env.body_case = PS__ENVELOPE__BODY_HEARTBEAT;
 		env.heartbeat = &heartbeat;
 		break;
@@ -371,6 +372,7 @@ int ps_wire_decode(const uint8_t *buf, size_t len, ps_msg *out, ps_err *e)
 	case PS__ENVELOPE__BODY_HEARTBEAT:
 		out->kind = PS_MSG_HEARTBEAT;
 		out->u.heartbeat.version = env->heartbeat->version;
+		out->u.heartbeat.pull_waiting = env->heartbeat->pull_waiting;
 		break;
 	case PS__ENVELOPE__BODY_STOP:
 		out->kind = PS_MSG_STOP;

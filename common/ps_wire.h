@@ -103,6 +103,7 @@ typedef struct ps_msg_ack {
 
 typedef struct ps_msg_heartbeat {
 	uint64_t version;
+	uint64_t pull_waiting; /* request id of the pull held back; 0 none */
 } ps_msg_heartbeat;
 
 typedef struct ps_msg_error {

@@ -161,6 +161,24 @@ static int load_curve(const char *secret, const char *dir,
 	return PS_OK;
 }
 
+/* A fault-injection setting from the environment: unset or empty is off
+ * (0); otherwise a number above 0. -1, with a message, when it is not. */
+static int fault_every(const char *name, const char *value, uint64_t *out)
+{
+	char *end = NULL;
+
+	*out = 0;
+	if (!value || !*value)
+		return 0;
+	*out = strtoull(value, &end, 10);
+	if (*end != '\0' || *out == 0 || value[0] == '-') {
+		fprintf(stderr, "ps-server: %s='%s': expected a number above 0\n",
+			name, value);
+		return -1;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *listen = NULL, *advertise = NULL;
@@ -182,6 +200,7 @@ int main(int argc, char **argv)
 	int checkpoint_keep = 2, resume = 0;
 	int shard = 0, shards = 1;
 	const char *drop_acks = getenv("PS_FAULT_DROP_ACK_EVERY");
+	const char *drop_pulls = getenv("PS_FAULT_DROP_PULL_EVERY");
 	double decay_steps = 1000, gamma = 0.5, warmup = 0;
 	double momentum = 0.9, beta1 = 0.9, beta2 = 0.999, eps = 1e-8,
 	       rho = 0.9, weight_decay = 0, l1 = 0;
@@ -432,16 +451,11 @@ int main(int argc, char **argv)
 	}
 	cfg.checkpoint_dir = checkpoint_dir;
 	cfg.checkpoint_keep = checkpoint_keep;
-	if (drop_acks && *drop_acks) {
-		char *end = NULL;
-		cfg.drop_ack_every = strtoull(drop_acks, &end, 10);
-		if (*end != '\0' || cfg.drop_ack_every == 0) {
-			fprintf(stderr, "ps-server: PS_FAULT_DROP_ACK_EVERY='%s': "
-					"expected a number above 0\n",
-				drop_acks);
-			return 2;
-		}
-	}
+	if (fault_every("PS_FAULT_DROP_ACK_EVERY", drop_acks,
+			&cfg.drop_ack_every) != 0 ||
+	    fault_every("PS_FAULT_DROP_PULL_EVERY", drop_pulls,
+			&cfg.drop_pull_every) != 0)
+		return 2;
 	memset(&curve, 0, sizeof curve);
 	if (curve_secret || curve_authorized) {
 		if (transport == 1 || (listen && strncmp(listen, "mpi://", 6) == 0)) {
@@ -584,6 +598,10 @@ int main(int argc, char **argv)
 		ps_log_warn("fault injection: dropping every %llu-th ack "
 			    "(PS_FAULT_DROP_ACK_EVERY)",
 			    (unsigned long long)cfg.drop_ack_every);
+	if (cfg.drop_pull_every)
+		ps_log_warn("fault injection: not answering every %llu-th "
+			    "pull of a trainer (PS_FAULT_DROP_PULL_EVERY)",
+			    (unsigned long long)cfg.drop_pull_every);
 	ps_log_info("listening on %s for %d worker(s), %s; optimizer %s",
 		    published, workers, consistency,
 		    ps_optim_describe(&cfg.optim, optim_desc,

@@ -74,6 +74,7 @@ struct ps_server {
 	double train_seconds_before; /* from the checkpoint resumed from */
 	double t_checkpoint;         /* ps_now() of the last checkpoint */
 	uint64_t acks_counted;       /* for drop_ack_every */
+	uint64_t pulls_counted;      /* for drop_pull_every */
 	/* The last change of the weights, when it was a trainer's push
 	 * applied as plain w -= lr * g (worker_id 0: something else last
 	 * changed them): what a claim of held weights is checked against. */
@@ -645,6 +646,11 @@ static void answer_trainer_pull(ps_server *s, uint32_t rank,
 		memcpy(slot->dc_pulled + (begin - s->base),
 		       s->w + (begin - s->base),
 		       (size_t)(end - begin) * sizeof(float));
+	if (s->cfg.drop_pull_every &&
+	    ++s->pulls_counted % s->cfg.drop_pull_every == 0) {
+		s->st.pulls_dropped++; /* fault injection: "lost" on the way */
+		return;
+	}
 	if (unchanged)
 		s->st.pulls_unchanged++;
 	send_weights(s, &slot->peer, rank + 1, request_id, begin, end,
@@ -1083,12 +1089,17 @@ static int handle_stop(ps_server *s, const ps_frame *f, const ps_msg *in)
 }
 
 static int handle_heartbeat(ps_server *s, const ps_frame *f,
-			    const ps_msg *in)
+			    const ps_msg *in, const peer_slot *slot)
 {
 	ps_msg m;
 
 	ps_msg_init(&m, PS_MSG_HEARTBEAT, in->request_id, in->worker_id);
 	m.u.heartbeat.version = s->st.version;
+	/* Which pull of this trainer is held back, so that it can tell a
+	 * pull that waits from one that was lost (an evaluator's slot never
+	 * holds one). */
+	if (slot->waiting.active)
+		m.u.heartbeat.pull_waiting = slot->waiting.request_id;
 	reply(s, &f->from, &m, NULL, 0);
 	return PS_OK;
 }
@@ -1124,7 +1135,7 @@ int ps_server_handle(ps_server *s, const ps_frame *f)
 	slot->last_heard = ps_now();
 	switch (in.kind) {
 	case PS_MSG_HEARTBEAT:
-		return handle_heartbeat(s, f, &in);
+		return handle_heartbeat(s, f, &in, slot);
 	case PS_MSG_PULL:
 		return handle_pull(s, f, &in, slot);
 	case PS_MSG_PUSH:
@@ -1533,12 +1544,14 @@ void ps_server_write_stats_json(const ps_server *s, FILE *f)
 	fprintf(f, "  \"workers_lost\": %u,\n  \"rejoins\": %u,\n"
 		   "  \"duplicates\": %" PRIu64 ",\n  \"too_old\": %" PRIu64
 		   ",\n  \"acks_dropped\": %" PRIu64 ",\n"
+		   "  \"pulls_dropped\": %" PRIu64 ",\n"
 		   "  \"checkpoints\": %" PRIu64 ",\n"
 		   "  \"checkpoint_version\": %" PRIu64 ",\n"
 		   "  \"resumed\": %s,\n  \"resumed_version\": %" PRIu64
 		   ",\n  \"updates_lost\": %" PRIu64 ",\n",
 		st.workers_lost, st.rejoins, st.duplicates, st.too_old,
-		st.acks_dropped, st.checkpoints, st.checkpoint_version,
+		st.acks_dropped, st.pulls_dropped, st.checkpoints,
+		st.checkpoint_version,
 		st.resumed ? "true" : "false", st.resumed_version,
 		st.updates_lost);
 	fprintf(f, "  \"shard\": %u,\n  \"num_shards\": %u,\n"

@@ -72,6 +72,8 @@ typedef struct ps_server_config {
 	/* Fault injection for tests: do not send every Nth ack of an applied
 	 * push (0: off). */
 	uint64_t drop_ack_every;
+	/* ... and no answer to every Nth pull of a trainer (0: off). */
+	uint64_t drop_pull_every;
 	/* This server is shard `shard` of `num_shards` (0 means 1): it owns
 	 * the key range ps_shard_range() gives it (common/ps_shard.h). */
 	uint32_t shard, num_shards;
@@ -132,6 +134,7 @@ typedef struct ps_server_stats {
 	uint64_t duplicates;       /* pushes sent again, acked, not applied */
 	uint64_t too_old;          /* repeats too old to tell, refused */
 	uint64_t acks_dropped;     /* fault injection: acks not sent */
+	uint64_t pulls_dropped;    /* fault injection: pulls not answered */
 	uint64_t checkpoints;      /* checkpoints written */
 	uint64_t checkpoint_version; /* version of the last one written */
 	int resumed;               /* started from a checkpoint */

@@ -41,6 +41,9 @@ typedef struct script {
 	size_t pushes;         /* pushes received */
 	ps_msg push[MAX_SEEN]; /* their envelopes */
 	float *bytes[MAX_SEEN];/* their tensors (N floats each) */
+	double heartbeat;      /* announced in the welcome; 0: 5 s */
+	ps_msg pull[MAX_SEEN]; /* pulls received, in order */
+	size_t pulls;
 } script;
 
 static const ps_transport_opts quick = {0, 0, NULL};
@@ -67,6 +70,8 @@ static int script_recv(script *s, ps_peer *from, ps_msg *m)
 		return -1;
 	}
 	*from = f.from;
+	if (m->kind == PS_MSG_PULL && s->pulls < MAX_SEEN)
+		s->pull[s->pulls++] = *m;
 	if (m->kind != PS_MSG_PUSH)
 		return 0;
 	if (s->pushes == MAX_SEEN || f.tensor_len != N * sizeof(float)) {
@@ -134,7 +139,7 @@ static int script_welcome(script *s, ps_peer *peer)
 	w.u.welcome.end = N;
 	w.u.welcome.num_workers = 1;
 	w.u.welcome.num_shards = 1;
-	w.u.welcome.heartbeat_seconds = 5;
+	w.u.welcome.heartbeat_seconds = s->heartbeat > 0 ? s->heartbeat : 5;
 	script_send(s, peer, &w);
 	return 0;
 }
@@ -171,11 +176,14 @@ static void *lose_first_ack(void *arg)
 	return NULL;
 }
 
-static void script_start(script *s, pthread_t *th, void *(*fn)(void *))
+/* heartbeat: seconds the welcome announces (0: 5 s). */
+static void script_start(script *s, pthread_t *th, void *(*fn)(void *),
+			 double heartbeat)
 {
 	ps_err e = {0, ""};
 
 	memset(s, 0, sizeof *s);
+	s->heartbeat = heartbeat;
 	assert_int_equal(ps_transport_listen(&s->t, "tcp://127.0.0.1:*",
 					     &quick, &e),
 			 PS_OK);
@@ -217,21 +225,28 @@ static ps_model_spec spec_of(void)
 }
 
 /* Start the scripted server on fn and a client registered with it as
- * trainer 0, with max_inflight pushes in flight. */
-static ps_client *start(script *s, pthread_t *th, void *(*fn)(void *),
-			int max_inflight)
+ * trainer 0, with max_inflight pushes in flight and heartbeats every
+ * `heartbeat` seconds (0: 5 s). */
+static ps_client *start_hb(script *s, pthread_t *th, void *(*fn)(void *),
+			   int max_inflight, double heartbeat)
 {
 	ps_client *c = NULL;
 	ps_msg_welcome wel;
 	ps_model_spec spec = spec_of();
 	ps_err e = {0, ""};
 
-	script_start(s, th, fn);
+	script_start(s, th, fn, heartbeat);
 	assert_int_equal(ps_client_new(&c, s->endpoint, 10.0, max_inflight, &e),
 			 PS_OK);
 	assert_int_equal(ps_client_hello(c, PS_ROLE_WORKER, 0, &spec, &wel, &e),
 			 PS_OK);
 	return c;
+}
+
+static ps_client *start(script *s, pthread_t *th, void *(*fn)(void *),
+			int max_inflight)
+{
+	return start_hb(s, th, fn, max_inflight, 0);
 }
 
 /* After lose_first_ack: three pushes arrived, the first, the second and
@@ -435,6 +450,107 @@ static void test_client_keeps_pulled_weights(void **state)
 	free(want);
 }
 
+/* Answer a heartbeat, saying which pull is held back (0: none). */
+static void script_heartbeat(script *s, const ps_peer *to, const ps_msg *hb,
+			     uint64_t pull_waiting)
+{
+	ps_msg r;
+
+	ps_msg_init(&r, PS_MSG_HEARTBEAT, hb->request_id, hb->worker_id);
+	r.u.heartbeat.pull_waiting = pull_waiting;
+	script_send(s, to, &r);
+}
+
+/* A pull is "lost": not answered, and the next heartbeat's answer says
+ * no pull is held back. The client must send it again (same range,
+ * clock and claim, a new request id); that one is answered. Then bye. */
+static void *lose_a_pull(void *arg)
+{
+	script *s = arg;
+	ps_peer peer;
+	ps_msg first, m;
+
+	if (script_welcome(s, &peer) != 0 ||
+	    script_expect(s, &peer, &first, PS_MSG_PULL) != 0 ||
+	    script_expect(s, &peer, &m, PS_MSG_HEARTBEAT) != 0)
+		return NULL;
+	script_heartbeat(s, &peer, &m, 0);
+	if (script_expect(s, &peer, &m, PS_MSG_PULL) != 0)
+		return NULL;
+	if (m.request_id <= first.request_id ||
+	    m.u.pull.begin != first.u.pull.begin ||
+	    m.u.pull.end != first.u.pull.end ||
+	    m.u.pull.clock != first.u.pull.clock ||
+	    m.u.pull.held_seq != first.u.pull.held_seq)
+		script_fail(s, "the pull sent again is not the lost one");
+	script_weights(s, &peer, &m, 4, 0);
+	script_bye(s, &peer);
+	return NULL;
+}
+
+/* A pull held back (as under bsp): the heartbeat's answer says so, and
+ * the client must keep waiting for it, not send it again; a second
+ * heartbeat is answered the same way; then the pull is answered. */
+static void *hold_a_pull(void *arg)
+{
+	script *s = arg;
+	ps_peer peer;
+	ps_msg pull, m;
+
+	if (script_welcome(s, &peer) != 0 ||
+	    script_expect(s, &peer, &pull, PS_MSG_PULL) != 0)
+		return NULL;
+	for (int i = 0; i < 2; i++) {
+		if (script_expect(s, &peer, &m, PS_MSG_HEARTBEAT) != 0)
+			return NULL;
+		script_heartbeat(s, &peer, &m, pull.request_id);
+	}
+	script_weights(s, &peer, &pull, 5, 0);
+	script_bye(s, &peer);
+	return NULL;
+}
+
+/* A pull whose answer never comes while the server answers a later
+ * heartbeat was lost on the way (the server answers in order): the
+ * client sends it again and carries on, and counts it, instead of
+ * waiting until the run's time limit. A pull the server says it holds
+ * back is waited for, not sent again. */
+/* One pull against script fn (heartbeats every 50 ms): it must end with
+ * weights_of(k) at version k, after `resent` pulls sent again and
+ * `pulls` pulls seen by the server. */
+static void pull_against(void *(*fn)(void *), int k, uint64_t resent,
+			 size_t pulls)
+{
+	script s;
+	pthread_t th;
+	ps_client *c = start_hb(&s, &th, fn, 2, 0.05);
+	ps_client_stats st;
+	ps_err e = {0, ""};
+	uint64_t version = 0;
+	float *want = malloc(N * sizeof *want);
+
+	assert_non_null(want);
+	assert_int_equal(ps_client_pull(c, NULL, 0, N, 0, &version, NULL, &e),
+			 PS_OK);
+	assert_int_equal(version, (uint64_t)k);
+	weights_of(want, k);
+	assert_memory_equal(ps_client_weights(c), want, N * sizeof(float));
+	ps_client_get_stats(c, &st);
+	assert_int_equal(st.pulls_resent, resent);
+	assert_int_equal(ps_client_bye(c, 0, 0, &e), PS_OK);
+	ps_client_destroy(&c);
+	script_finish(&s, th);
+	assert_int_equal(s.pulls, pulls);
+	free(want);
+}
+
+static void test_client_resends_lost_pull(void **state)
+{
+	(void)state;
+	pull_against(lose_a_pull, 4, 1, 2);
+	pull_against(hold_a_pull, 5, 0, 1);
+}
+
 /* Weights 1 in full; a push, acknowledged; then a pull that must claim
  * "reply 1 plus that push", answered "unchanged"; then a pull that claims
  * nothing, answered "unchanged" all the same (wrongly). */
@@ -566,6 +682,7 @@ int main(void)
 		cmocka_unit_test(test_client_keeps_pulled_weights),
 		cmocka_unit_test(test_client_grad_buffer_push),
 		cmocka_unit_test(test_client_claims_held_weights),
+		cmocka_unit_test(test_client_resends_lost_pull),
 	};
 
 	alarm(60);

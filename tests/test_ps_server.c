@@ -1606,6 +1606,44 @@ static void test_server_bsp_bye_releases_waiting_pull(void **state)
 	assert_int_equal(stats(f).pulls_waited, 1);
 }
 
+/* A heartbeat's answer names the pull the server holds back for that
+ * trainer (and only for it), so that the trainer can tell a held pull
+ * from a lost one; none once the pull is answered. */
+static void test_server_heartbeat_names_the_held_pull(void **state)
+{
+	fx *f = *state;
+	float g[NPARAMS];
+	ps_msg m, r, pull;
+
+	use_server(f, "bsp", 0, 0);
+	join_all(f);
+	gradient(g, NPARAMS, 2);
+	(void)push_clock(f, 0, 0, 0, g, 8);
+	pull = pull_clock(f, 0, 1);
+	assert_no_reply(f);
+	m = mk(f, PS_MSG_HEARTBEAT, 1);
+	assert_int_equal(feed(f, &f->peer[0], &m, NULL, 0), PS_OK);
+	take_reply(f, &f->peer[0], &r);
+	assert_int_equal(r.kind, PS_MSG_HEARTBEAT);
+	assert_int_equal(r.u.heartbeat.pull_waiting, pull.request_id);
+	m = mk(f, PS_MSG_HEARTBEAT, 2);
+	assert_int_equal(feed(f, &f->peer[1], &m, NULL, 0), PS_OK);
+	take_reply(f, &f->peer[1], &r);
+	assert_int_equal(r.u.heartbeat.pull_waiting, 0);
+
+	/* The other trainer's push completes the step: the pull is
+	 * answered, and no longer named. */
+	(void)push_clock(f, 1, 0, 0, g, 8);
+	take_next_reply(f, &f->peer[0], &r);
+	assert_int_equal(r.kind, PS_MSG_WEIGHTS);
+	assert_int_equal(r.request_id, pull.request_id);
+	m = mk(f, PS_MSG_HEARTBEAT, 1);
+	assert_int_equal(feed(f, &f->peer[0], &m, NULL, 0), PS_OK);
+	take_next_reply(f, &f->peer[0], &r);
+	assert_int_equal(r.kind, PS_MSG_HEARTBEAT);
+	assert_int_equal(r.u.heartbeat.pull_waiting, 0);
+}
+
 /* An evaluator's early stop releases the pulls bsp/ssp hold back: no push
  * is applied after it, so they would have waited forever. */
 static void test_server_stop_releases_waiting_pulls(void **state)
@@ -2032,6 +2070,7 @@ static void test_server_answers_heartbeats(void **state)
 	assert_int_equal(r.kind, PS_MSG_HEARTBEAT);
 	assert_int_equal(r.request_id, m.request_id);
 	assert_int_equal(r.u.heartbeat.version, 1);
+	assert_int_equal(r.u.heartbeat.pull_waiting, 0);
 	/* One that never said hello is told so: it will register. */
 	m = mk(f, PS_MSG_HEARTBEAT, 2);
 	assert_int_equal(feed(f, &f->peer[1], &m, NULL, 0), PS_EUNKNOWN_WORKER);
@@ -2530,6 +2569,7 @@ int main(void)
 		T(test_server_hello_welcomes_worker),
 		T(test_server_repeated_push_is_applied_once),
 		T(test_server_answers_heartbeats),
+		T(test_server_heartbeat_names_the_held_pull),
 		T(test_server_drops_silent_worker_under_bsp),
 		T(test_server_drops_rank_that_never_registers),
 		T(test_server_ack_leaves_before_the_step_async),

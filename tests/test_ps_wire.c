@@ -372,6 +372,20 @@ static void test_wire_roundtrip_bye(void **state)
 	assert_int_equal(out.u.bye.steps, 4690);
 }
 
+/* The server's answer says which pull of the trainer it holds back. */
+static void test_wire_roundtrip_heartbeat(void **state)
+{
+	(void)state;
+	ps_msg m, out;
+	ps_msg_init(&m, PS_MSG_HEARTBEAT, 41, 2);
+	m.u.heartbeat.version = 1234;
+	m.u.heartbeat.pull_waiting = 39;
+	roundtrip(&m, &out);
+	assert_int_equal(out.kind, PS_MSG_HEARTBEAT);
+	assert_int_equal(out.u.heartbeat.version, 1234);
+	assert_int_equal(out.u.heartbeat.pull_waiting, 39);
+}
+
 static void test_wire_roundtrip_extreme_values(void **state)
 {
 	(void)state;
@@ -1173,6 +1187,7 @@ int main(void)
 		cmocka_unit_test(test_wire_roundtrip_ack),
 		cmocka_unit_test(test_wire_roundtrip_error),
 		cmocka_unit_test(test_wire_roundtrip_bye),
+		cmocka_unit_test(test_wire_roundtrip_heartbeat),
 		cmocka_unit_test(test_wire_roundtrip_extreme_values),
 		cmocka_unit_test(test_wire_init_sets_version_and_zeroes),
 		cmocka_unit_test(test_wire_kind_names),

@@ -454,6 +454,36 @@ static int maybe_rejoin(const ps_client *c, link *l, uint64_t request_id,
 	return send_msg(l, &m, NULL, 0, e);
 }
 
+/* The answer m to a heartbeat sent after the pull in flight, which has not
+ * been answered: the server answers in order, so unless it holds the pull
+ * back (m says which it holds), the pull or its answer was lost. Send it
+ * again, as it was, under a new request id; an answer to the old one,
+ * should it still come, is then ignored. */
+static int resend_lost_pull(link *l, const ps_msg *m, ps_err *e)
+{
+	ps_msg p;
+	int rc;
+
+	if (!l->pull.id || l->pull.arrived || m->request_id < l->pull.id ||
+	    m->u.heartbeat.pull_waiting == l->pull.id)
+		return PS_OK;
+	ps_msg_init(&p, PS_MSG_PULL, l->next_id++, l->worker_id);
+	p.u.pull.begin = l->pull.begin;
+	p.u.pull.end = l->pull.end;
+	p.u.pull.clock = (uint64_t)((int64_t)l->pull.clock + l->clock_shift);
+	p.u.pull.held_seq = l->pull.held_seq;
+	p.u.pull.held_version = l->pull.held_version;
+	ps_log_warn("pull %" PRIu64 " unanswered though the server at %s "
+		    "answered a later heartbeat: sending it again",
+		    l->pull.id, ps_transport_endpoint(l->t));
+	rc = send_msg(l, &p, NULL, 0, e);
+	if (rc != PS_OK)
+		return rc;
+	l->pull.id = p.request_id;
+	l->st.pulls_resent++;
+	return PS_OK;
+}
+
 /* Act on one message from link l's server. */
 static int dispatch(const ps_client *c, link *l, const ps_msg *m,
 		    const ps_frame *f, ps_err *e)
@@ -552,8 +582,10 @@ static int dispatch(const ps_client *c, link *l, const ps_msg *m,
 			return PS_OK;
 		}
 	}
-	if (m->kind == PS_MSG_HEARTBEAT && m->request_id == l->last_hb_id)
-		return resend_overdue(c, l, m->request_id, e);
+	if (m->kind == PS_MSG_HEARTBEAT && m->request_id == l->last_hb_id) {
+		int rc = resend_lost_pull(l, m, e);
+		return rc != PS_OK ? rc : resend_overdue(c, l, m->request_id, e);
+	}
 	if (unknown && m->request_id == l->last_hb_id)
 		return maybe_rejoin(c, l, m->request_id, e);
 	/* A reply to a request that was sent again, or to a heartbeat
@@ -1213,6 +1245,7 @@ void ps_client_get_stats(const ps_client *c, ps_client_stats *out)
 		out->applied += s->applied;
 		out->duplicates += s->duplicates;
 		out->resent += s->resent;
+		out->pulls_resent += s->pulls_resent;
 		out->rejoins += s->rejoins;
 		out->pushes_dropped += s->pushes_dropped;
 		out->push_errors += s->push_errors;

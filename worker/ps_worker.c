@@ -384,14 +384,16 @@ stopped:
 						 (double)st.applied
 				       : 0.0,
 			    st.staleness_max, st.push_errors);
-		if (st.resent || st.rejoins || st.pushes_dropped)
+		if (st.resent || st.rejoins || st.pushes_dropped ||
+		    st.pulls_resent)
 			ps_log_info("faults ridden out: %" PRIu64
 				    " pushes sent again (%" PRIu64
 				    " already applied), %" PRIu64
+				    " pulls sent again, %" PRIu64
 				    " registrations again, %" PRIu64
 				    " pushes dropped",
-				    st.resent, st.duplicates, st.rejoins,
-				    st.pushes_dropped);
+				    st.resent, st.duplicates, st.pulls_resent,
+				    st.rejoins, st.pushes_dropped);
 		if (cfg->prefetch)
 			ps_log_info("prefetch: own newest gradient added to "
 				    "%" PRIu64 " of %" PRIu64 " prefetched "

@@ -175,6 +175,33 @@ def test_dropped_acks_are_resent_and_applied_once(tmp):
 
 
 @timeout(60)
+def test_dropped_pulls_are_sent_again(tmp):
+    """The server leaves every 25th pull of a trainer unanswered (fault
+    injection): the trainer learns from its next heartbeat's answer that
+    the pull is not held back, sends it again, and finishes; every push is
+    applied once. Without that it would wait until the run's time limit."""
+    run = os.path.join(tmp, "run")
+    rows, workers, epochs, batch = 3000, 2, 3, 32
+    env = dict(os.environ, PS_FAULT_DROP_PULL_EVERY="25")
+    p = launch_bg(["--model", "linear", "--data", "synthetic-linear:%d" % rows,
+                   "--workers", str(workers), "--epochs", str(epochs), "--batch", str(batch),
+                   "--no-eval", "--heartbeat", "0.2", "--quiet"], run, env=env)
+    rc, out, err, s = finish(p, 50)
+    assert rc == 0, output(rc, out, err)
+    srv = s["server"]
+    made = [steps(rows, workers, r, batch, epochs) for r in range(workers)]
+    assert srv["updates"] == sum(made), srv
+    assert srv["pulls_dropped"] >= 5, srv
+    resent = 0
+    for r in range(workers):
+        m = log_has(run, "worker-%d" % r, r"(\d+) pulls sent again")
+        if m:
+            resent += int(m.group(1))
+    assert resent == srv["pulls_dropped"], (resent, srv["pulls_dropped"])
+    no_stragglers()
+
+
+@timeout(60)
 def test_bsp_with_killed_worker_finishes(tmp):
     """Under bsp the others wait for every live trainer each step: a
     killed one is dropped after --worker-timeout and the rest finish."""
