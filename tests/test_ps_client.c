@@ -551,6 +551,39 @@ static void test_client_resends_lost_pull(void **state)
 	pull_against(hold_a_pull, 5, 0, 1);
 }
 
+/* The answer to a bye is "lost": the client learns it from the next
+ * heartbeat's answer and says bye again; that one is answered. */
+static void *lose_a_bye(void *arg)
+{
+	script *s = arg;
+	ps_peer peer;
+	ps_msg first, m;
+
+	if (script_welcome(s, &peer) != 0 ||
+	    script_expect(s, &peer, &first, PS_MSG_BYE) != 0 ||
+	    script_expect(s, &peer, &m, PS_MSG_HEARTBEAT) != 0)
+		return NULL;
+	script_heartbeat(s, &peer, &m, 0);
+	(void)script_bye(s, &peer);
+	return NULL;
+}
+
+static void test_client_says_bye_again_when_its_answer_is_lost(void **state)
+{
+	(void)state;
+	script s;
+	pthread_t th;
+	ps_client *c = start_hb(&s, &th, lose_a_bye, 2, 0.05);
+	ps_client_stats st;
+	ps_err e = {0, ""};
+
+	assert_int_equal(ps_client_bye(c, 0, 0, &e), PS_OK);
+	ps_client_get_stats(c, &st);
+	assert_int_equal(st.requests_resent, 1);
+	ps_client_destroy(&c);
+	script_finish(&s, th);
+}
+
 /* Weights 1 in full; a push, acknowledged; then a pull that must claim
  * "reply 1 plus that push", answered "unchanged"; then a pull that claims
  * nothing, answered "unchanged" all the same (wrongly). */
@@ -683,6 +716,7 @@ int main(void)
 		cmocka_unit_test(test_client_grad_buffer_push),
 		cmocka_unit_test(test_client_claims_held_weights),
 		cmocka_unit_test(test_client_resends_lost_pull),
+		cmocka_unit_test(test_client_says_bye_again_when_its_answer_is_lost),
 	};
 
 	alarm(60);

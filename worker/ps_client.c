@@ -405,6 +405,35 @@ static void take_welcome(const ps_client *c, link *l, const ps_msg *m)
 	l->clock_shift = (int64_t)w->clock - (int64_t)c->pushes;
 }
 
+/* Send the pull in flight again, under a new request id: the same range
+ * and clock, with its claim of held weights or (after registering again,
+ * when the server holds nothing of ours) without. */
+static int send_pull_again(link *l, int with_claim, ps_err *e)
+{
+	ps_msg m;
+
+	if (!with_claim)
+		l->pull.held_seq = 0;
+	ps_msg_init(&m, PS_MSG_PULL, l->next_id++, l->worker_id);
+	m.u.pull.begin = l->pull.begin;
+	m.u.pull.end = l->pull.end;
+	m.u.pull.clock = (uint64_t)((int64_t)l->pull.clock + l->clock_shift);
+	m.u.pull.held_seq = l->pull.held_seq;
+	m.u.pull.held_version = l->pull.held_seq ? l->pull.held_version : 0;
+	l->pull.id = m.request_id;
+	return send_msg(l, &m, NULL, 0, e);
+}
+
+/* Send the request in flight (hello, bye, stop) again, under a new
+ * request id. */
+static int send_req_again(link *l, ps_err *e)
+{
+	l->req.msg.request_id = l->next_id++;
+	l->req.msg.worker_id = l->worker_id;
+	l->req.id = l->req.msg.request_id;
+	return send_msg(l, &l->req.msg, l->req.tensor, l->req.tlen, e);
+}
+
 /* Registered again after an "unknown worker": send again what was in
  * flight. */
 static int resume_requests(link *l, ps_err *e)
@@ -412,26 +441,12 @@ static int resume_requests(link *l, ps_err *e)
 	int rc;
 
 	if (l->pull.id && !l->pull.arrived) {
-		ps_msg m;
-		ps_msg_init(&m, PS_MSG_PULL, l->next_id++, l->worker_id);
-		m.u.pull.begin = l->pull.begin;
-		m.u.pull.end = l->pull.end;
-		m.u.pull.clock = (uint64_t)((int64_t)l->pull.clock +
-					    l->clock_shift);
-		l->pull.id = m.request_id;
-		l->pull.held_seq = 0; /* a new registration holds nothing */
-		rc = send_msg(l, &m, NULL, 0, e);
+		rc = send_pull_again(l, 0, e);
 		if (rc != PS_OK)
 			return rc;
 	}
-	if (l->req.id && !l->req.arrived) {
-		l->req.msg.request_id = l->next_id++;
-		l->req.msg.worker_id = l->worker_id;
-		l->req.id = l->req.msg.request_id;
-		rc = send_msg(l, &l->req.msg, l->req.tensor, l->req.tlen, e);
-		if (rc != PS_OK)
-			return rc;
-	}
+	if (l->req.id && !l->req.arrived)
+		return send_req_again(l, e);
 	return PS_OK;
 }
 
@@ -461,27 +476,38 @@ static int maybe_rejoin(const ps_client *c, link *l, uint64_t request_id,
  * should it still come, is then ignored. */
 static int resend_lost_pull(link *l, const ps_msg *m, ps_err *e)
 {
-	ps_msg p;
 	int rc;
 
 	if (!l->pull.id || l->pull.arrived || m->request_id < l->pull.id ||
 	    m->u.heartbeat.pull_waiting == l->pull.id)
 		return PS_OK;
-	ps_msg_init(&p, PS_MSG_PULL, l->next_id++, l->worker_id);
-	p.u.pull.begin = l->pull.begin;
-	p.u.pull.end = l->pull.end;
-	p.u.pull.clock = (uint64_t)((int64_t)l->pull.clock + l->clock_shift);
-	p.u.pull.held_seq = l->pull.held_seq;
-	p.u.pull.held_version = l->pull.held_version;
 	ps_log_warn("pull %" PRIu64 " unanswered though the server at %s "
 		    "answered a later heartbeat: sending it again",
 		    l->pull.id, ps_transport_endpoint(l->t));
-	rc = send_msg(l, &p, NULL, 0, e);
-	if (rc != PS_OK)
-		return rc;
-	l->pull.id = p.request_id;
-	l->st.pulls_resent++;
-	return PS_OK;
+	rc = send_pull_again(l, 1, e);
+	if (rc == PS_OK)
+		l->st.pulls_resent++;
+	return rc;
+}
+
+/* The same for a Bye or an evaluator's Stop whose answer never came:
+ * the server answers a repeated one as it did the first. (A hello is
+ * sent before there are heartbeats: its loss ends in --timeout.) */
+static int resend_lost_request(link *l, const ps_msg *m, ps_err *e)
+{
+	int rc;
+
+	if (!l->req.id || l->req.arrived || m->request_id < l->req.id ||
+	    (l->req.msg.kind != PS_MSG_BYE && l->req.msg.kind != PS_MSG_STOP))
+		return PS_OK;
+	ps_log_warn("%s %" PRIu64 " unanswered though the server at %s "
+		    "answered a later heartbeat: sending it again",
+		    ps_msg_kind_name(l->req.msg.kind), l->req.id,
+		    ps_transport_endpoint(l->t));
+	rc = send_req_again(l, e);
+	if (rc == PS_OK)
+		l->st.requests_resent++;
+	return rc;
 }
 
 /* Act on one message from link l's server. */
@@ -584,6 +610,8 @@ static int dispatch(const ps_client *c, link *l, const ps_msg *m,
 	}
 	if (m->kind == PS_MSG_HEARTBEAT && m->request_id == l->last_hb_id) {
 		int rc = resend_lost_pull(l, m, e);
+		if (rc == PS_OK)
+			rc = resend_lost_request(l, m, e);
 		return rc != PS_OK ? rc : resend_overdue(c, l, m->request_id, e);
 	}
 	if (unknown && m->request_id == l->last_hb_id)
@@ -1246,6 +1274,7 @@ void ps_client_get_stats(const ps_client *c, ps_client_stats *out)
 		out->duplicates += s->duplicates;
 		out->resent += s->resent;
 		out->pulls_resent += s->pulls_resent;
+		out->requests_resent += s->requests_resent;
 		out->rejoins += s->rejoins;
 		out->pushes_dropped += s->pushes_dropped;
 		out->push_errors += s->push_errors;

@@ -28,6 +28,7 @@ typedef struct ps_client_stats {
 	uint64_t resent;          /* pushes sent again (ack overdue) */
 	uint64_t pulls_resent;    /* pulls sent again: unanswered, not held
 				   * back, and a later heartbeat answered */
+	uint64_t requests_resent; /* byes and stops sent again, likewise */
 	uint64_t rejoins;         /* registered again (server restarted) */
 	uint64_t pushes_dropped;  /* not applied: computed before the server
 				   * was restarted, or too old to tell */
