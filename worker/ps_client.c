@@ -413,13 +413,13 @@ static int send_pull_again(link *l, int with_claim, ps_err *e)
 	ps_msg m;
 
 	if (!with_claim)
-		l->pull.held_seq = 0;
+		l->pull.held_seq = l->pull.held_version = 0;
 	ps_msg_init(&m, PS_MSG_PULL, l->next_id++, l->worker_id);
 	m.u.pull.begin = l->pull.begin;
 	m.u.pull.end = l->pull.end;
 	m.u.pull.clock = (uint64_t)((int64_t)l->pull.clock + l->clock_shift);
 	m.u.pull.held_seq = l->pull.held_seq;
-	m.u.pull.held_version = l->pull.held_seq ? l->pull.held_version : 0;
+	m.u.pull.held_version = l->pull.held_version;
 	l->pull.id = m.request_id;
 	return send_msg(l, &m, NULL, 0, e);
 }

@@ -14,6 +14,7 @@
  * MPI progress behind the test's back. Exit 0 when every check held, 1
  * naming the first that did not.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,9 +30,18 @@
 
 static const char *dir;
 
-static int fail(int rank, const char *what)
+static int fail(int rank, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static int fail(int rank, const char *fmt, ...)
 {
-	fprintf(stderr, "ps-mpi-arrival: rank %d: %s\n", rank, what);
+	va_list ap;
+
+	fprintf(stderr, "ps-mpi-arrival: rank %d: ", rank);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
 	return 1;
 }
 
@@ -71,53 +81,51 @@ static float *big_pattern(void)
 	return x;
 }
 
+/* The cases, in turn: case k's message is head cases[k] and, for the
+ * large one, the tensor big[BIG]. */
+static const char *const cases[] = {"small", "large"};
+#define NCASES 2
+
+static size_t tensor_bytes(int k)
+{
+	return k == 1 ? BIG * sizeof(float) : 0;
+}
+
 static int receiver(ps_transport *t, const float *big)
 {
 	ps_frame f;
-	int rc;
 
-	if (await("sent", 0) != 0)
-		return fail(0, "rank 1 never sent the small message");
-	rc = ps_transport_recv(t, &f, 0);
-	if (rc != PS_OK)
-		return fail(0, "a small message that had arrived was not seen "
-			       "by a receive without wait");
-	if (f.head_len != 5 || memcmp(f.head, "small", 5) != 0 ||
-	    f.tensor_len != 0)
-		return fail(0, "small message damaged");
-	if (touch("got", 0) != 0)
-		return fail(0, "cannot create a file in DIR");
-
-	if (await("sent", 1) != 0)
-		return fail(0, "rank 1 never sent the large message");
-	rc = ps_transport_recv(t, &f, 0);
-	if (rc != PS_OK)
-		return fail(0, "a large message that had arrived was not seen "
-			       "by a receive without wait");
-	if (f.head_len != 3 || memcmp(f.head, "big", 3) != 0 ||
-	    f.tensor_len != BIG * sizeof(float) ||
-	    memcmp(f.tensor, big, BIG * sizeof(float)) != 0)
-		return fail(0, "large message damaged");
-	if (touch("got", 1) != 0)
-		return fail(0, "cannot create a file in DIR");
+	for (int k = 0; k < NCASES; k++) {
+		size_t hlen = strlen(cases[k]), tlen = tensor_bytes(k);
+		if (await("sent", k) != 0)
+			return fail(0, "rank 1 never sent the %s message",
+				    cases[k]);
+		if (ps_transport_recv(t, &f, 0) != PS_OK)
+			return fail(0, "the %s message had arrived, and a "
+				       "receive without wait did not see it",
+				    cases[k]);
+		if (f.head_len != hlen || memcmp(f.head, cases[k], hlen) != 0 ||
+		    f.tensor_len != tlen ||
+		    (tlen && memcmp(f.tensor, big, tlen) != 0))
+			return fail(0, "the %s message damaged", cases[k]);
+		if (touch("got", k) != 0)
+			return fail(0, "cannot create a file in DIR");
+	}
 	return 0;
 }
 
 static int sender(ps_transport *t, const float *big)
 {
-	if (ps_transport_send(t, NULL, "small", 5, NULL, 0) != PS_OK)
-		return fail(1, "cannot send the small message");
-	if (touch("sent", 0) != 0)
-		return fail(1, "cannot create a file in DIR");
-	if (await("got", 0) != 0)
-		return fail(1, "rank 0 never received the small message");
-	if (ps_transport_send(t, NULL, "big", 3, big, BIG * sizeof(float)) !=
-	    PS_OK)
-		return fail(1, "cannot send the large message");
-	if (touch("sent", 1) != 0)
-		return fail(1, "cannot create a file in DIR");
-	if (await("got", 1) != 0)
-		return fail(1, "rank 0 never received the large message");
+	for (int k = 0; k < NCASES; k++) {
+		if (ps_transport_send(t, NULL, cases[k], strlen(cases[k]), big,
+				      tensor_bytes(k)) != PS_OK)
+			return fail(1, "cannot send the %s message", cases[k]);
+		if (touch("sent", k) != 0)
+			return fail(1, "cannot create a file in DIR");
+		if (await("got", k) != 0)
+			return fail(1, "rank 0 never received the %s message",
+				    cases[k]);
+	}
 	return 0;
 }
 
