@@ -119,7 +119,10 @@ int ps_transport_send(ps_transport *t, const ps_peer *to, const void *head,
  * fills it, and ps_transport_send_tensor() sends it without copying the
  * bytes where the backend can share them (ZeroMQ: a reference-counted
  * message, freed by whichever of the caller and the I/O thread lets go
- * last) and from a copy where it cannot (MPI). Opaque. */
+ * last; MPI: the frame's header written into room kept in front of the
+ * bytes, and a hold on the buffer until the send is reaped) and from a
+ * copy where it cannot (a second send of it still pending on MPI, a
+ * held send under a link delay). Opaque. */
 typedef struct ps_tensor_buf ps_tensor_buf;
 
 /* A buffer of len bytes (contents undefined, aligned for floats) for

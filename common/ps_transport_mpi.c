@@ -5,9 +5,10 @@
  * One logical message is one MPI message on MPI_COMM_WORLD with tag
  * PS_TAG (framing in ps_mpi.h). The listening side (a server) receives
  * from any source; the connecting side from its server's rank only, so a
- * process could hold one of each. Sends copy the frame into a buffer the
- * transport owns and post MPI_Isend, so a send never waits for the
- * receiver; finished sends are reaped on every call. Receives probe with
+ * process could hold one of each. Sends post MPI_Isend, so a send never
+ * waits for the receiver: a plain send from a packed copy the transport
+ * owns, a tensor buffer's from the buffer itself, which the send holds;
+ * finished sends are reaped on every call. Receives probe with
  * MPI_Iprobe and nap between probes: a blocking MPI_Recv would spin a
  * core at 100% (Open MPI busy-polls), stealing it from a worker.
  */
