@@ -11,6 +11,9 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -887,6 +890,50 @@ int ps_dataset_slice(ps_dataset **out, const ps_dataset *d, size_t begin,
 	*out = v;
 out:
 	return rc;
+}
+
+/* Processes that move large messages keep freed memory for reuse
+ * (ps_transport_setup_process(): no mmap, a high trim threshold), so
+ * rows let go would stay in the process: hand the free pages back. */
+static void give_back_free_memory(void)
+{
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
+}
+
+int ps_dataset_keep_rows(ps_dataset *d, size_t begin, size_t end)
+{
+	size_t n;
+	float *x, *y;
+
+	assert(d);
+	if (begin > end || end > d->n)
+		return PS_ERANGE;
+	if (!d->owns_data)
+		return PS_EINVAL;
+	n = end - begin;
+	if (n == 0) {
+		free(d->x);
+		free(d->y);
+		d->x = d->y = NULL;
+		d->n = 0;
+		give_back_free_memory();
+		return PS_OK;
+	}
+	memmove(d->x, d->x + begin * d->dim, n * d->dim * sizeof *d->x);
+	memmove(d->y, d->y + begin, n * sizeof *d->y);
+	/* Shrinking cannot fail for want of memory; a realloc that does
+	 * anyway leaves the block as it was, rows already in front. */
+	x = realloc(d->x, n * d->dim * sizeof *d->x);
+	y = realloc(d->y, n * sizeof *d->y);
+	if (x)
+		d->x = x;
+	if (y)
+		d->y = y;
+	d->n = n;
+	give_back_free_memory();
+	return PS_OK;
 }
 
 void ps_dataset_destroy(ps_dataset **dp)

@@ -92,6 +92,12 @@ void ps_dataset_shard_range(size_t n, unsigned rank, unsigned nranks,
 int ps_dataset_slice(ps_dataset **out, const ps_dataset *d, size_t begin,
 		     size_t end) PS_WUR;
 
+/* Keep only rows [begin, end) of d, which owns its rows: they move to
+ * the front and the memory of the others goes back (a trainer keeps its
+ * shard and lets the rest of the set go). On failure d is unchanged.
+ * Errors: PS_ERANGE (bad range), PS_EINVAL (d borrows its rows). */
+int ps_dataset_keep_rows(ps_dataset *d, size_t begin, size_t end) PS_WUR;
+
 /* Release a dataset (and its rows when it owns them). Accepts NULL and
  * *dp == NULL; sets *dp to NULL. */
 void ps_dataset_destroy(ps_dataset **dp);

@@ -1078,6 +1078,45 @@ static void test_dataset_slice(void **state)
 	ps_dataset_destroy(&d);
 }
 
+/* keep_rows shrinks an owning set to a range of its rows, in order, with
+ * the same dim and classes; a bad range or a borrowed set is refused and
+ * leaves the set as it was; an empty range keeps nothing. */
+static void test_dataset_keep_rows(void **state)
+{
+	ps_dataset *d = NULL, *ref = NULL, *v = NULL;
+	ps_err e;
+
+	(void)state;
+	assert_int_equal(ps_dataset_open(&d, "synthetic-logistic:50:3", &e),
+			 PS_OK);
+	assert_int_equal(ps_dataset_open(&ref, "synthetic-logistic:50:3", &e),
+			 PS_OK);
+	assert_int_equal(ps_dataset_keep_rows(d, 5, 4), PS_ERANGE);
+	assert_int_equal(ps_dataset_keep_rows(d, 0, 51), PS_ERANGE);
+	assert_int_equal(d->n, 50);
+	assert_int_equal(ps_dataset_slice(&v, d, 0, 10), PS_OK);
+	assert_int_equal(ps_dataset_keep_rows(v, 2, 3), PS_EINVAL);
+	assert_int_equal(v->n, 10);
+	ps_dataset_destroy(&v);
+
+	assert_int_equal(ps_dataset_keep_rows(d, 17, 42), PS_OK);
+	assert_int_equal(d->n, 25);
+	assert_int_equal(d->dim, ref->dim);
+	assert_int_equal(d->classes, ref->classes);
+	assert_memory_equal(d->x, ref->x + 17 * ref->dim,
+			    25 * ref->dim * sizeof *d->x);
+	assert_memory_equal(d->y, ref->y + 17, 25 * sizeof *d->y);
+	/* Again, from the front, and then nothing at all. */
+	assert_int_equal(ps_dataset_keep_rows(d, 0, 3), PS_OK);
+	assert_int_equal(d->n, 3);
+	assert_memory_equal(d->x, ref->x + 17 * ref->dim,
+			    3 * ref->dim * sizeof *d->x);
+	assert_int_equal(ps_dataset_keep_rows(d, 3, 3), PS_OK);
+	assert_int_equal(d->n, 0);
+	ps_dataset_destroy(&d);
+	ps_dataset_destroy(&ref);
+}
+
 /* The shards of a dataset, as slices, put back together are the dataset;
  * slices of a multi-column classification set keep dim and classes. */
 static void test_dataset_slice_shards(void **state)
@@ -1393,6 +1432,7 @@ int main(void)
 		cmocka_unit_test(test_dataset_shard_range_covers),
 		cmocka_unit_test(test_dataset_slice),
 		cmocka_unit_test(test_dataset_slice_shards),
+		cmocka_unit_test(test_dataset_keep_rows),
 		cmocka_unit_test(test_dataset_open_bad_spec),
 		cmocka_unit_test(test_dataset_open_synthetic),
 		cmocka_unit_test(test_dataset_open_idx),

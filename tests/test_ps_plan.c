@@ -228,13 +228,51 @@ static void test_plan_gather_copies_rows_in_batch_order(void **state)
 			 PS_OK);
 	p = plan_new(&c);
 	assert_int_equal(ps_plan_next(p, &b), 1);
-	ps_plan_gather(d, &b, x, y);
+	ps_plan_gather(d, 0, &b, x, y);
 	for (size_t i = 0; i < b.count; i++) {
 		assert_true(x[i] == d->x[b.rows[i]]);
 		assert_true(y[i] == d->y[b.rows[i]]);
 	}
 	ps_plan_destroy(&p);
 	ps_dataset_destroy(&d);
+}
+
+/* A trainer keeps only its shard (ps_dataset_keep_rows()) and gathers
+ * from it with the shard's first row: every batch of every epoch gets the
+ * rows the whole set would have given. */
+static void test_plan_gather_from_the_shard_alone(void **state)
+{
+	ps_dataset *all = NULL, *mine = NULL;
+	ps_err e = { 0, "" };
+	ps_plan_config c = config(41, 0.1, 1, 3, 5, 4, 2);
+	ps_plan *p;
+	ps_plan_batch b;
+	size_t begin, end;
+	float xa[4], ya[4], xm[4], ym[4];
+	int batches = 0;
+
+	(void)state;
+	assert_int_equal(ps_dataset_synthetic_linear(&all, 41, 3, 2, 0.1, 1,
+						     &e),
+			 PS_OK);
+	assert_int_equal(ps_dataset_synthetic_linear(&mine, 41, 3, 2, 0.1, 1,
+						     &e),
+			 PS_OK);
+	p = plan_new(&c);
+	ps_plan_shard(p, &begin, &end);
+	assert_true(begin > 0 && end < 41);
+	assert_int_equal(ps_dataset_keep_rows(mine, begin, end), PS_OK);
+	while (ps_plan_next(p, &b)) {
+		ps_plan_gather(all, 0, &b, xa, ya);
+		ps_plan_gather(mine, begin, &b, xm, ym);
+		assert_memory_equal(xa, xm, b.count * sizeof *xa);
+		assert_memory_equal(ya, ym, b.count * sizeof *ya);
+		batches++;
+	}
+	assert_int_equal(batches, 2 * 3); /* 2 epochs of 12 rows in 4s */
+	ps_plan_destroy(&p);
+	ps_dataset_destroy(&mine);
+	ps_dataset_destroy(&all);
 }
 
 static void test_plan_new_rejects_bad_config(void **state)
@@ -289,6 +327,7 @@ int main(void)
 		cmocka_unit_test(test_plan_steps_and_empty_shards),
 		cmocka_unit_test(test_plan_depends_on_seed_and_rank),
 		cmocka_unit_test(test_plan_gather_copies_rows_in_batch_order),
+		cmocka_unit_test(test_plan_gather_from_the_shard_alone),
 		cmocka_unit_test(test_plan_new_rejects_bad_config),
 		cmocka_unit_test(test_plan_destroy_accepts_null),
 		cmocka_unit_test(test_plan_held_out),

@@ -8,6 +8,7 @@
  */
 #include "ps_plan.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -115,11 +116,12 @@ int ps_plan_next(ps_plan *p, ps_plan_batch *out)
 	return 1;
 }
 
-void ps_plan_gather(const ps_dataset *d, const ps_plan_batch *b, float *x,
-		    float *y)
+void ps_plan_gather(const ps_dataset *d, size_t first, const ps_plan_batch *b,
+		    float *x, float *y)
 {
 	for (size_t i = 0; i < b->count; i++) {
-		size_t row = b->rows[i];
+		size_t row = b->rows[i] - first;
+		assert(b->rows[i] >= first && row < d->n);
 		memcpy(x + i * d->dim, d->x + row * d->dim,
 		       d->dim * sizeof *x);
 		y[i] = d->y[row];

@@ -63,9 +63,12 @@ uint64_t ps_plan_steps(const ps_plan *p);
  * epoch happens when its first batch is asked for. */
 int ps_plan_next(ps_plan *p, ps_plan_batch *out);
 
-/* Copy the rows of batch b out of d (the dataset the plan was made for):
- * x[b->count * d->dim] features and y[b->count] targets, in batch order. */
-void ps_plan_gather(const ps_dataset *d, const ps_plan_batch *b, float *x,
-		    float *y);
+/* Copy the rows of batch b out of d: x[b->count * d->dim] features and
+ * y[b->count] targets, in batch order. d holds rows [first, first + d->n)
+ * of the dataset the plan was made for (first 0: all of it; a trainer
+ * keeps only its shard, first its shard's begin), and b's rows lie in
+ * that range. */
+void ps_plan_gather(const ps_dataset *d, size_t first, const ps_plan_batch *b,
+		    float *x, float *y);
 
 #endif

@@ -158,6 +158,22 @@ int ps_worker_check(const ps_worker_config *cfg, ps_err *e)
 	return rc;
 }
 
+/* Only the shard is trained on: the rest of the set goes. */
+static int keep_shard(ps_dataset *all, size_t begin, size_t end, ps_err *e)
+{
+	size_t rows = all->n;
+	int rc = ps_dataset_keep_rows(all, begin, end);
+
+	if (rc != PS_OK)
+		return ps_err_set(e, rc, "cannot keep rows [%zu, %zu) of %zu: %s",
+				  begin, end, rows, ps_strerror(rc));
+	ps_log_debug("holding rows [%zu, %zu) of %zu, %.1f MB", begin, end,
+		     rows,
+		     (double)(end - begin) * (double)(all->dim + 1) *
+			     sizeof(float) / 1e6);
+	return PS_OK;
+}
+
 int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 {
 	ps_dataset *all = NULL;
@@ -210,6 +226,9 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 		ps_log_warn("shard %u of %u is empty: nothing to train on",
 			    cfg->rank, cfg->num_workers);
 	}
+	rc = keep_shard(all, begin, end, e);
+	if (rc != PS_OK)
+		goto out;
 	bx = malloc((size_t)cfg->batch * dim * sizeof *bx);
 	by = malloc((size_t)cfg->batch * sizeof *by);
 	if (cfg->push_every > 1)
@@ -241,7 +260,7 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 			rc = ps_err_set(e, PS_EINTR, "stopped by a signal");
 			goto out;
 		}
-		ps_plan_gather(all, &batch, bx, by);
+		ps_plan_gather(all, begin, &batch, bx, by);
 		g = ps_client_grad_buffer(client, 0, welcome.num_params);
 		if (!g) {
 			rc = ps_err_set(e, PS_ENOMEM, "out of memory");

@@ -77,7 +77,7 @@ static int oracle_step(oracle *o, uint64_t t, int *stepped,
 		o->counts[r] = 0;
 		if (!ps_plan_next(o->plans[r], &b))
 			continue;
-		ps_plan_gather(o->data, &b, o->bx, o->by);
+		ps_plan_gather(o->data, 0, &b, o->bx, o->by);
 		rc = ps_model_loss_grad(o->model, o->w, o->bx, o->by, b.count,
 					o->grads[r], &loss);
 		if (rc != PS_OK)
