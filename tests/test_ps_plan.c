@@ -269,7 +269,7 @@ static void test_plan_gather_from_the_shard_alone(void **state)
 		assert_memory_equal(ya, ym, b.count * sizeof *ya);
 		batches++;
 	}
-	assert_int_equal(batches, 2 * 3); /* 2 epochs of 12 rows in 4s */
+	assert_int_equal(batches, 2 * 3); /* 2 epochs of 12 rows, 4 a batch */
 	ps_plan_destroy(&p);
 	ps_dataset_destroy(&mine);
 	ps_dataset_destroy(&all);
