@@ -309,26 +309,33 @@ out:
 	return rc;
 }
 
-/* dst[i] = lut[src[i]]; returns the larger of m and the largest byte.
- * restrict lets the compiler keep src in registers across the float
- * stores, which it must otherwise assume could overwrite it. */
-static unsigned char convert(float *restrict dst,
-			     const unsigned char *restrict src, size_t k,
-			     const float *restrict lut, unsigned char m)
+/* dst[i] = lut[src[i]]. restrict lets the compiler keep src in
+ * registers across the float stores, which it must otherwise assume
+ * could overwrite it. */
+static void convert(float *restrict dst, const unsigned char *restrict src,
+		    size_t k, const float *restrict lut)
 {
-	for (size_t i = 0; i < k; i++) {
+	for (size_t i = 0; i < k; i++)
 		dst[i] = lut[src[i]];
+}
+
+/* The larger of m and the largest of src[k]. */
+static unsigned char max_byte(const unsigned char *src, size_t k,
+			      unsigned char m)
+{
+	for (size_t i = 0; i < k; i++)
 		m = src[i] > m ? src[i] : m;
-	}
 	return m;
 }
 
-/* Read the count * dim data bytes of idx into dst as floats through lut,
- * and make sure nothing follows them. *maxv gets the largest byte. */
+/* Read the count * dim data bytes of idx, keep rows [first, last) of
+ * them in dst as floats through lut, and make sure nothing follows them.
+ * *maxv gets the largest byte of all rows. */
 static int idx_read_data(struct idx_file *idx, float *dst, const float *lut,
-			 unsigned *maxv, ps_err *e)
+			 size_t first, size_t last, unsigned *maxv, ps_err *e)
 {
 	size_t total = idx->count * idx->dim;
+	size_t from = first * idx->dim, to = last * idx->dim;
 	size_t chunk = total < IDX_CHUNK ? total : IDX_CHUNK;
 	size_t done = 0, got = 0;
 	unsigned char *buf = NULL;
@@ -342,10 +349,17 @@ static int idx_read_data(struct idx_file *idx, float *dst, const float *lut,
 	}
 	while (done < total) {
 		size_t want = total - done < chunk ? total - done : chunk;
+		size_t lo, hi;
 		rc = gz_read_full(idx->f, idx->path, buf, want, &got, e);
 		if (rc)
 			goto out;
-		m = convert(dst + done, buf, got, lut, m);
+		/* The part of [done, done + got) that is kept. */
+		lo = done > from ? done : from;
+		hi = done + got < to ? done + got : to;
+		if (lo < hi)
+			convert(dst + (lo - from), buf + (lo - done), hi - lo,
+				lut);
+		m = max_byte(buf, got, m);
 		done += got;
 		if (got < want)
 			break;
@@ -403,16 +417,16 @@ static void advise_huge(void *p, size_t len)
 }
 
 /* An owning dataset of n rows of dim floats, contents unset. what names
- * the source in the error message. Every caller has checked that both
- * sizes are at least 1 (an IDX header, a synthetic N, a selection that
- * found rows), so no allocation is ever of 0 bytes. */
+ * the source in the error message. dim is at least 1 (every caller has
+ * checked); n is 0 only for an empty pick of an IDX set's rows, which
+ * allocates no rows at all. */
 static int dataset_alloc(ps_dataset **out, size_t n, size_t dim,
 			 const char *what, ps_err *e)
 {
 	ps_dataset *d = NULL;
 	int rc = PS_OK;
 
-	assert(n > 0 && dim > 0);
+	assert(dim > 0);
 	if (n > SIZE_MAX / sizeof(float) / dim) {
 		rc = ps_err_set(e, PS_ENOMEM,
 				"%s: %zu rows of %zu floats do not fit in "
@@ -425,10 +439,12 @@ static int dataset_alloc(ps_dataset **out, size_t n, size_t dim,
 		d->owns_data = 1;
 		d->n = n;
 		d->dim = dim;
+	}
+	if (d && n > 0) {
 		d->x = malloc(n * dim * sizeof(float));
 		d->y = malloc(n * sizeof(float));
 	}
-	if (!d || !d->x || !d->y) {
+	if (!d || (n > 0 && (!d->x || !d->y))) {
 		rc = ps_err_set(e, PS_ENOMEM,
 				"%s: out of memory for %zu rows of %zu floats",
 				what, n, dim);
@@ -442,13 +458,36 @@ out:
 	return rc;
 }
 
-int ps_dataset_load_idx(ps_dataset **out, const char *images_path,
-			const char *labels_path, ps_err *e)
+/* The rows rows->pick chooses of a set of n, checked; all of them when
+ * rows is NULL. Errors: PS_ERANGE (a range outside the set). */
+static int pick_rows(ps_dataset_rows *rows, size_t n, size_t *begin,
+		     size_t *end, const char *what, ps_err *e)
+{
+	*begin = 0;
+	*end = n;
+	if (!rows)
+		return PS_OK;
+	rows->pick(n, rows->arg, begin, end);
+	if (*begin > *end || *end > n)
+		return ps_err_set(e, PS_ERANGE,
+				  "%s: rows [%zu, %zu) asked for of %zu", what,
+				  *begin, *end, n);
+	rows->first = *begin;
+	rows->total = n;
+	rows->picked = 1;
+	return PS_OK;
+}
+
+/* ps_dataset_load_idx() storing only the rows rows picks (all when NULL):
+ * the others are read, checked and dropped. */
+static int load_idx(ps_dataset **out, const char *images_path,
+		    const char *labels_path, ps_dataset_rows *rows, ps_err *e)
 {
 	struct idx_file im = { 0 }, lb = { 0 };
 	ps_dataset *d = NULL;
 	float pixel[256], label[256];
 	unsigned maxpix = 0, maxlabel = 0;
+	size_t first, last;
 	int rc;
 
 	assert(out && images_path && labels_path);
@@ -468,7 +507,10 @@ int ps_dataset_load_idx(ps_dataset **out, const char *images_path,
 				labels_path, lb.count, images_path, im.count);
 		goto out;
 	}
-	rc = dataset_alloc(&d, im.count, im.dim, images_path, e);
+	rc = pick_rows(rows, im.count, &first, &last, images_path, e);
+	if (rc)
+		goto out;
+	rc = dataset_alloc(&d, last - first, im.dim, images_path, e);
 	if (rc)
 		goto out;
 
@@ -477,10 +519,12 @@ int ps_dataset_load_idx(ps_dataset **out, const char *images_path,
 		pixel[i] = (float)i / 255.0f;
 		label[i] = (float)i;
 	}
-	rc = idx_read_data(&im, d->x, pixel, &maxpix, e);
+	rc = idx_read_data(&im, d->x, pixel, first, last, &maxpix, e);
 	if (rc)
 		goto out;
-	rc = idx_read_data(&lb, d->y, label, &maxlabel, e);
+	/* Every label counts for the classes, kept or not: each trainer of
+	 * a set must size the same model. */
+	rc = idx_read_data(&lb, d->y, label, first, last, &maxlabel, e);
 	if (rc)
 		goto out;
 	d->classes = maxlabel + 1;
@@ -491,6 +535,12 @@ out:
 	idx_close(&lb);
 	ps_dataset_destroy(&d);
 	return rc;
+}
+
+int ps_dataset_load_idx(ps_dataset **out, const char *images_path,
+			const char *labels_path, ps_err *e)
+{
+	return load_idx(out, images_path, labels_path, NULL, e);
 }
 
 int ps_dataset_synthetic_linear(ps_dataset **out, size_t n, double slope,
@@ -697,7 +747,7 @@ out:
 }
 
 static int open_idx(ps_dataset **out, const char *spec, const char *arg,
-		    ps_err *e)
+		    ps_dataset_rows *rows, ps_err *e)
 {
 	char *images = NULL, *labels;
 	int rc;
@@ -715,7 +765,7 @@ static int open_idx(ps_dataset **out, const char *spec, const char *arg,
 	}
 	labels = strchr(images, ',');
 	*labels++ = '\0';
-	rc = ps_dataset_load_idx(out, images, labels, e);
+	rc = load_idx(out, images, labels, rows, e);
 out:
 	free(images);
 	return rc;
@@ -734,7 +784,7 @@ static char *join_path(const char *dir, const char *file)
 }
 
 static int open_fashion_mnist(ps_dataset **out, const char *prefix,
-			      ps_err *e)
+			      ps_dataset_rows *rows, ps_err *e)
 {
 	const char *dir = getenv("PS_DATA_DIR");
 	char name[64];
@@ -751,16 +801,18 @@ static int open_fashion_mnist(ps_dataset **out, const char *prefix,
 		rc = ps_err_set(e, PS_ENOMEM, "out of memory");
 		goto out;
 	}
-	rc = ps_dataset_load_idx(out, images, labels, e);
+	rc = load_idx(out, images, labels, rows, e);
 out:
 	free(images);
 	free(labels);
 	return rc;
 }
 
-/* base is spec without its selection; spec is what messages quote. */
+/* base is spec without its selection; spec is what messages quote. An
+ * IDX set keeps only the rows rows picks (NULL: all); the others ignore
+ * rows. */
 static int open_base(ps_dataset **out, const char *spec, const char *base,
-		     ps_err *e)
+		     ps_dataset_rows *rows, ps_err *e)
 {
 	static const char linear[] = "synthetic-linear:";
 	static const char logistic[] = "synthetic-logistic:";
@@ -768,9 +820,9 @@ static int open_base(ps_dataset **out, const char *spec, const char *base,
 	int rc;
 
 	if (strcmp(base, "fashion-mnist:train") == 0)
-		rc = open_fashion_mnist(out, "train", e);
+		rc = open_fashion_mnist(out, "train", rows, e);
 	else if (strcmp(base, "fashion-mnist:test") == 0)
-		rc = open_fashion_mnist(out, "t10k", e);
+		rc = open_fashion_mnist(out, "t10k", rows, e);
 	else if (strncmp(base, linear, sizeof linear - 1) == 0)
 		rc = open_synthetic(out, spec, base + sizeof linear - 1,
 				    SYNTH_LINEAR, e);
@@ -778,7 +830,7 @@ static int open_base(ps_dataset **out, const char *spec, const char *base,
 		rc = open_synthetic(out, spec, base + sizeof logistic - 1,
 				    SYNTH_LOGISTIC, e);
 	else if (strncmp(base, idx, sizeof idx - 1) == 0)
-		rc = open_idx(out, spec, base + sizeof idx - 1, e);
+		rc = open_idx(out, spec, base + sizeof idx - 1, rows, e);
 	else
 		rc = bad_spec(e, spec, "unknown kind");
 	return rc;
@@ -817,7 +869,7 @@ int ps_dataset_open(ps_dataset **out, const char *spec, ps_err *e)
 	}
 	at = strrchr(spec, '@');
 	if (!at) {
-		rc = open_base(out, spec, spec, e);
+		rc = open_base(out, spec, spec, NULL, e);
 		goto out;
 	}
 	/* The cheap checks before the base is loaded. */
@@ -834,7 +886,7 @@ int ps_dataset_open(ps_dataset **out, const char *spec, ps_err *e)
 		rc = ps_err_set(e, PS_ENOMEM, "out of memory");
 		goto out;
 	}
-	rc = open_base(&all, spec, base, e);
+	rc = open_base(&all, spec, base, NULL, e);
 	if (rc)
 		goto out;
 	rc = ps_dataset_select_classes(out, all, a, b, e);
@@ -846,6 +898,30 @@ int ps_dataset_open(ps_dataset **out, const char *spec, ps_err *e)
 out:
 	ps_dataset_destroy(&all);
 	free(base);
+	return rc;
+}
+
+int ps_dataset_open_rows(ps_dataset **out, const char *spec,
+			 ps_dataset_rows *rows, ps_err *e)
+{
+	size_t begin, end;
+	int rc;
+
+	assert(out && rows && rows->pick);
+	*out = NULL;
+	rows->picked = 0;
+	if (spec && !strrchr(spec, '@'))
+		rc = open_base(out, spec, spec, rows, e);
+	else
+		rc = ps_dataset_open(out, spec, e);
+	if (rc || rows->picked)
+		return rc;
+	rc = pick_rows(rows, (*out)->n, &begin, &end, spec, e);
+	if (rc == PS_OK && ps_dataset_keep_rows(*out, begin, end) != PS_OK)
+		rc = ps_err_set(e, PS_EINVAL, "%s: cannot cut rows [%zu, %zu)",
+				spec, begin, end); /* cannot be: *out owns its rows */
+	if (rc)
+		ps_dataset_destroy(out);
 	return rc;
 }
 

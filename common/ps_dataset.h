@@ -80,6 +80,27 @@ int ps_dataset_select_classes(ps_dataset **out, const ps_dataset *d,
  * Caller owns the result; release with ps_dataset_destroy(). */
 int ps_dataset_open(ps_dataset **out, const char *spec, ps_err *e) PS_WUR;
 
+/* Which rows of a set to keep, for ps_dataset_open_rows(): pick is
+ * called once with the set's row count n and sets [*begin, *end) (within
+ * [0, n]). The other fields are outputs. */
+typedef struct ps_dataset_rows {
+	void (*pick)(size_t n, void *arg, size_t *begin, size_t *end);
+	void *arg;
+	size_t first;  /* the set's row the result's row 0 is */
+	size_t total;  /* rows of the whole set */
+	int picked;    /* internal: the loader kept the rows itself */
+} ps_dataset_rows;
+
+/* ps_dataset_open() keeping only the rows rows->pick chooses (a trainer's
+ * shard). An IDX set (fashion-mnist:..., idx:...) without a class
+ * selection stores only those rows as it reads the files, so the rest
+ * never takes memory; every other set is made whole and then cut
+ * (ps_dataset_keep_rows()). classes is the whole set's either way.
+ * Errors: those of ps_dataset_open(), PS_ERANGE (a pick outside the set).
+ * Caller owns the result; release with ps_dataset_destroy(). */
+int ps_dataset_open_rows(ps_dataset **out, const char *spec,
+			 ps_dataset_rows *rows, ps_err *e) PS_WUR;
+
 /* Rows [begin, end) that worker `rank` of `nranks` trains on: contiguous,
  * sizes differ by at most one. Precondition: rank < nranks. */
 void ps_dataset_shard_range(size_t n, unsigned rank, unsigned nranks,

@@ -1078,6 +1078,94 @@ static void test_dataset_slice(void **state)
 	ps_dataset_destroy(&d);
 }
 
+/* A pick of fixed rows, for ps_dataset_open_rows(). */
+typedef struct fixed_rows {
+	size_t begin, end, seen_n;
+} fixed_rows;
+
+static void pick_fixed(size_t n, void *arg, size_t *begin, size_t *end)
+{
+	fixed_rows *f = arg;
+	f->seen_n = n;
+	*begin = f->begin;
+	*end = f->end;
+}
+
+/* open_rows of a set and rows [begin, end): the rows of the whole set,
+ * the whole set's classes, and first and total said. */
+static void expect_rows_of(const char *spec, size_t begin, size_t end)
+{
+	ps_dataset *all = NULL, *d = NULL;
+	fixed_rows f = { begin, end, 0 };
+	ps_dataset_rows rows = { .pick = pick_fixed, .arg = &f };
+	ps_err e;
+
+	assert_int_equal(ps_dataset_open(&all, spec, &e), PS_OK);
+	assert_int_equal(ps_dataset_open_rows(&d, spec, &rows, &e), PS_OK);
+	assert_int_equal(f.seen_n, all->n);
+	assert_int_equal(rows.first, begin);
+	assert_int_equal(rows.total, all->n);
+	assert_int_equal(d->n, end - begin);
+	assert_int_equal(d->dim, all->dim);
+	assert_int_equal(d->classes, all->classes);
+	if (end > begin) {
+		assert_memory_equal(d->x, all->x + begin * all->dim,
+				    (end - begin) * all->dim * sizeof *d->x);
+		assert_memory_equal(d->y, all->y + begin,
+				    (end - begin) * sizeof *d->y);
+	}
+	ps_dataset_destroy(&d);
+	ps_dataset_destroy(&all);
+}
+
+/* A trainer loads only its rows. From IDX files the loader keeps them as
+ * it reads (here across the boundary of its 1 MB reads); the classes are
+ * the whole set's even when the rows kept lack the largest label; an
+ * empty pick keeps nothing but still reads and checks the files. Other
+ * sets, and a class selection, are made whole and cut. A pick outside
+ * the set is refused. */
+static void test_dataset_open_rows(void **state)
+{
+	char spec[2 * PATH_MAX + 16];
+	ps_dataset *d = NULL;
+	fixed_rows f = { 0, 0, 0 };
+	ps_dataset_rows rows = { .pick = pick_fixed, .arg = &f };
+	ps_err e;
+	TPATH(ip, "or-images.gz");
+	TPATH(lp, "or-labels.gz");
+	TPATH(tp, "or-short-images");
+
+	(void)state;
+	write_images(ip, 1, 1500, 28, 28, 1500 * 784);
+	write_labels(lp, 1, 1500);
+	snprintf(spec, sizeof spec, "idx:%s,%s", ip, lp);
+	expect_rows_of(spec, 600, 1400); /* byte 1 MB is in row 1337 */
+	expect_rows_of(spec, 3, 7);      /* labels 3..6, classes still 10 */
+	expect_rows_of(spec, 0, 1500);
+	expect_rows_of(spec, 1500, 1500);
+	expect_rows_of("synthetic-logistic:50:3", 10, 20);
+	snprintf(spec, sizeof spec, "idx:%s,%s@0,1", ip, lp);
+	expect_rows_of(spec, 100, 250);
+
+	/* The whole file is still checked when nothing is kept. */
+	write_images(tp, 0, 1500, 28, 28, 1499 * 784);
+	snprintf(spec, sizeof spec, "idx:%s,%s", tp, lp);
+	f = (fixed_rows){ 5, 5, 0 };
+	check_fails(ps_dataset_open_rows(&d, spec, &rows, &e), PS_ETRUNC, &e,
+		    tp);
+	assert_null(d);
+
+	f = (fixed_rows){ 10, 1501, 0 };
+	snprintf(spec, sizeof spec, "idx:%s,%s", ip, lp);
+	check_fails(ps_dataset_open_rows(&d, spec, &rows, &e), PS_ERANGE, &e,
+		    "1501");
+	assert_null(d);
+	f = (fixed_rows){ 20, 10, 0 };
+	check_fails(ps_dataset_open_rows(&d, "synthetic-linear:30", &rows, &e),
+		    PS_ERANGE, &e, "synthetic-linear:30");
+	assert_null(d);
+}
+
 /* keep_rows shrinks an owning set to a range of its rows, in order, with
  * the same dim and classes; a bad range or a borrowed set is refused and
  * leaves the set as it was; an empty range keeps nothing. */
@@ -1433,6 +1521,7 @@ int main(void)
 		cmocka_unit_test(test_dataset_slice),
 		cmocka_unit_test(test_dataset_slice_shards),
 		cmocka_unit_test(test_dataset_keep_rows),
+		cmocka_unit_test(test_dataset_open_rows),
 		cmocka_unit_test(test_dataset_open_bad_spec),
 		cmocka_unit_test(test_dataset_open_synthetic),
 		cmocka_unit_test(test_dataset_open_idx),

@@ -29,6 +29,14 @@ size_t ps_plan_held_out(size_t rows, double fraction)
 	return fraction > 0 ? (size_t)((double)rows * fraction) : 0;
 }
 
+void ps_plan_shard_range(const ps_plan_config *cfg, size_t *begin,
+			 size_t *end)
+{
+	ps_dataset_shard_range(cfg->rows - ps_plan_held_out(cfg->rows,
+							    cfg->val_fraction),
+			       cfg->rank, cfg->num_workers, begin, end);
+}
+
 int ps_plan_new(ps_plan **out, const ps_plan_config *cfg, ps_err *e)
 {
 	ps_plan *p = NULL;
@@ -52,9 +60,7 @@ int ps_plan_new(ps_plan **out, const ps_plan_config *cfg, ps_err *e)
 	if (!p)
 		return ps_err_set(e, PS_ENOMEM, "out of memory");
 	p->cfg = *cfg;
-	ps_dataset_shard_range(cfg->rows - ps_plan_held_out(cfg->rows,
-							    cfg->val_fraction),
-			       cfg->rank, cfg->num_workers, &p->begin, &p->end);
+	ps_plan_shard_range(cfg, &p->begin, &p->end);
 	p->n = p->end - p->begin;
 	p->order = malloc((p->n ? p->n : 1) * sizeof *p->order);
 	if (!p->order) {

@@ -51,6 +51,13 @@ int ps_plan_new(ps_plan **out, const ps_plan_config *cfg, ps_err *e) PS_WUR;
 /* Free p and set *pp to NULL. Accepts NULL and *pp NULL. */
 void ps_plan_destroy(ps_plan **pp);
 
+/* The shard of a plan made with cfg: rows [*begin, *end) of the dataset
+ * (an empty range when the shard is empty), without making the plan, so
+ * that a trainer can load only those rows. cfg must be one ps_plan_new()
+ * accepts (rank < num_workers, val_fraction in [0, 1)). */
+void ps_plan_shard_range(const ps_plan_config *cfg, size_t *begin,
+			 size_t *end);
+
 /* The shard: rows [*begin, *end) of the dataset (an empty range when the
  * shard is empty). */
 void ps_plan_shard(const ps_plan *p, size_t *begin, size_t *end);

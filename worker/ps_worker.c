@@ -64,15 +64,17 @@ int ps_worker_model_spec(const ps_worker_config *cfg, const ps_dataset *d,
 	return PS_OK;
 }
 
-/* Load data and model and say hello. */
+/* Load data (only the rows rows picks, or all when NULL) and model and
+ * say hello. */
 static int setup(const ps_worker_config *cfg, enum ps_role role,
-		 ps_dataset **data, ps_model **model, ps_client **client,
-		 ps_msg_welcome *welcome, ps_err *e)
+		 ps_dataset_rows *rows, ps_dataset **data, ps_model **model,
+		 ps_client **client, ps_msg_welcome *welcome, ps_err *e)
 {
 	ps_model_spec spec;
 	int rc;
 
-	rc = ps_dataset_open(data, cfg->data, e);
+	rc = rows ? ps_dataset_open_rows(data, cfg->data, rows, e)
+		  : ps_dataset_open(data, cfg->data, e);
 	if (rc != PS_OK)
 		return rc;
 	rc = ps_worker_model_spec(cfg, *data, &spec, e);
@@ -158,25 +160,25 @@ int ps_worker_check(const ps_worker_config *cfg, ps_err *e)
 	return rc;
 }
 
-/* Only the shard is trained on: the rest of the set goes. */
-static int keep_shard(ps_dataset *all, size_t begin, size_t end, ps_err *e)
+/* The trainer's shard of a training set of n rows, as its plan will cut
+ * it: only those rows are loaded. A configuration the plan will refuse
+ * keeps them all, for ps_plan_new() to say what is wrong. */
+static void pick_shard(size_t n, void *arg, size_t *begin, size_t *end)
 {
-	size_t rows = all->n;
-	int rc = ps_dataset_keep_rows(all, begin, end);
+	ps_plan_config pc = *(const ps_plan_config *)arg;
 
-	if (rc != PS_OK)
-		return ps_err_set(e, rc, "cannot keep rows [%zu, %zu) of %zu: %s",
-				  begin, end, rows, ps_strerror(rc));
-	ps_log_debug("holding rows [%zu, %zu) of %zu, %.1f MB", begin, end,
-		     rows,
-		     (double)(end - begin) * (double)(all->dim + 1) *
-			     sizeof(float) / 1e6);
-	return PS_OK;
+	*begin = 0;
+	*end = n;
+	pc.rows = n;
+	if (pc.num_workers > 0 && pc.rank < pc.num_workers &&
+	    pc.val_fraction >= 0 && pc.val_fraction < 1)
+		ps_plan_shard_range(&pc, begin, end);
 }
 
 int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 {
 	ps_dataset *all = NULL;
+	ps_dataset_rows rows;
 	ps_plan *plan = NULL;
 	ps_plan_config pc;
 	ps_plan_batch batch;
@@ -200,16 +202,20 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 	uint32_t epoch = 0;
 	int rc;
 
-	rc = setup(cfg, PS_ROLE_WORKER, &all, &model, &client, &welcome, e);
-	if (rc != PS_OK)
-		goto out;
-	pc = (ps_plan_config){.rows = all->n,
-			      .val_fraction = cfg->val_fraction,
+	/* Only the shard is loaded: the rest of the set never takes memory
+	 * (an IDX set) or goes once loaded (the others). */
+	pc = (ps_plan_config){.val_fraction = cfg->val_fraction,
 			      .rank = cfg->rank,
 			      .num_workers = cfg->num_workers,
 			      .seed = cfg->seed,
 			      .batch = cfg->batch,
 			      .epochs = cfg->epochs};
+	rows = (ps_dataset_rows){.pick = pick_shard, .arg = &pc};
+	rc = setup(cfg, PS_ROLE_WORKER, &rows, &all, &model, &client,
+		   &welcome, e);
+	if (rc != PS_OK)
+		goto out;
+	pc.rows = rows.total;
 	rc = ps_plan_new(&plan, &pc, e);
 	if (rc != PS_OK)
 		goto out;
@@ -226,9 +232,18 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 		ps_log_warn("shard %u of %u is empty: nothing to train on",
 			    cfg->rank, cfg->num_workers);
 	}
-	rc = keep_shard(all, begin, end, e);
-	if (rc != PS_OK)
+	if (rows.first != begin || all->n != end - begin) {
+		rc = ps_err_set(e, PS_EINVAL,
+				"loaded rows [%zu, %zu) of %zu, but the shard "
+				"is [%zu, %zu)",
+				rows.first, rows.first + all->n, rows.total,
+				begin, end); /* cannot be: one rule cuts both */
 		goto out;
+	}
+	ps_log_debug("holding rows [%zu, %zu) of %zu, %.1f MB", begin, end,
+		     rows.total,
+		     (double)(end - begin) * (double)(dim + 1) * sizeof(float) /
+			     1e6);
 	bx = malloc((size_t)cfg->batch * dim * sizeof *bx);
 	by = malloc((size_t)cfg->batch * sizeof *by);
 	if (cfg->push_every > 1)
@@ -562,7 +577,7 @@ int ps_worker_evaluate(const ps_worker_config *cfg, ps_err *e)
 	uint64_t prev_version = 0, n;
 	int rc, done = 0, target_stop = 0;
 
-	rc = setup(cfg, PS_ROLE_EVALUATOR, &data, &model, &client, &welcome,
+	rc = setup(cfg, PS_ROLE_EVALUATOR, NULL, &data, &model, &client, &welcome,
 		   e);
 	if (rc != PS_OK)
 		goto out;
