@@ -7,7 +7,9 @@
  * image file (L bytes, cut to what is there) and the label file (the
  * rest). The files live in two memfds the loader opens by their
  * /proc/self/fd paths, as it would open any file. A dataset that loads
- * must hold what its header said.
+ * must hold what its header said. Flag bit 3 loads a trainer's rows only
+ * (ps_dataset_open_rows(), shard (flags >> 6) % W of W = (flags >> 4 & 3)
+ * + 1), which must be those rows of the whole set, with its classes.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -21,6 +23,35 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static int images_fd = -1, labels_fd = -1;
+
+typedef struct shard {
+	unsigned rank, workers;
+} shard;
+
+static void pick_shard(size_t n, void *arg, size_t *begin, size_t *end)
+{
+	const shard *s = arg;
+	ps_dataset_shard_range(n, s->rank, s->workers, begin, end);
+}
+
+/* The rows of the whole set the shard should have loaded. */
+static void check_rows(const char *spec, const ps_dataset *d,
+		       const ps_dataset_rows *rows)
+{
+	ps_dataset *all = NULL;
+	ps_err e = {0};
+
+	if (ps_dataset_open(&all, spec, &e) != PS_OK || !all ||
+	    rows->total != all->n || rows->first + d->n > all->n ||
+	    d->dim != all->dim || d->classes != all->classes)
+		abort();
+	if (d->n > 0 &&
+	    (memcmp(d->x, all->x + rows->first * all->dim,
+		    d->n * d->dim * sizeof *d->x) != 0 ||
+	     memcmp(d->y, all->y + rows->first, d->n * sizeof *d->y) != 0))
+		abort();
+	ps_dataset_destroy(&all);
+}
 
 /* Replace the contents of fd with buf[len]. */
 static void fill(int fd, const uint8_t *buf, size_t len)
@@ -63,6 +94,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		snprintf(spec, sizeof spec,
 			 "idx:/proc/self/fd/%d,/proc/self/fd/%d", images_fd,
 			 labels_fd);
+	if (flags & 8) {
+		shard sh = {0, (flags >> 4 & 3) + 1u};
+		ps_dataset_rows rows = {.pick = pick_shard, .arg = &sh};
+		sh.rank = (flags >> 6) % sh.workers;
+		if (ps_dataset_open_rows(&d, spec, &rows, &e) == PS_OK) {
+			if (!d || d->dim == 0 || d->classes == 0 ||
+			    d->classes > 256)
+				abort();
+			check_rows(spec, d, &rows);
+		}
+		ps_dataset_destroy(&d);
+		return 0;
+	}
 	if (ps_dataset_open(&d, spec, &e) == PS_OK) {
 		if (!d || d->n == 0 || d->dim == 0 || d->classes == 0 ||
 		    d->classes > 256)
