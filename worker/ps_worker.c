@@ -5,6 +5,7 @@
  */
 #include "ps_worker.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -232,14 +233,8 @@ int ps_worker_train(const ps_worker_config *cfg, ps_err *e)
 		ps_log_warn("shard %u of %u is empty: nothing to train on",
 			    cfg->rank, cfg->num_workers);
 	}
-	if (rows.first != begin || all->n != end - begin) {
-		rc = ps_err_set(e, PS_EINVAL,
-				"loaded rows [%zu, %zu) of %zu, but the shard "
-				"is [%zu, %zu)",
-				rows.first, rows.first + all->n, rows.total,
-				begin, end); /* cannot be: one rule cuts both */
-		goto out;
-	}
+	/* One rule (ps_plan_shard_range()) cut both. */
+	assert(rows.first == begin && all->n == end - begin);
 	ps_log_debug("holding rows [%zu, %zu) of %zu, %.1f MB", begin, end,
 		     rows.total,
 		     (double)(end - begin) * (double)(dim + 1) * sizeof(float) /

@@ -145,27 +145,35 @@ def test_killed_server_resumes_from_checkpoint(tmp):
     no_stragglers()
 
 
-@timeout(60)
-def test_dropped_acks_are_resent_and_applied_once(tmp):
-    """The server drops every 5th acknowledgement (fault injection): the
-    trainers send those pushes again, the server acknowledges them as
-    repeats, and every push is applied exactly once."""
+def run_with_dropped_replies(tmp, hook, every):
+    """A 2-trainer linear run whose server leaves every `every`-th reply of
+    one kind unsent (fault hook `hook`, an environment variable). It must
+    finish; returns the run directory, the server's summary and the
+    pushes each trainer made."""
     run = os.path.join(tmp, "run")
     rows, workers, epochs, batch = 3000, 2, 3, 32
-    env = dict(os.environ, PS_FAULT_DROP_ACK_EVERY="5")
+    env = dict(os.environ, **{hook: str(every)})
     p = launch_bg(["--model", "linear", "--data", "synthetic-linear:%d" % rows,
                    "--workers", str(workers), "--epochs", str(epochs), "--batch", str(batch),
                    "--no-eval", "--heartbeat", "0.2", "--quiet"], run, env=env)
     rc, out, err, s = finish(p, 50)
     assert rc == 0, output(rc, out, err)
-    srv = s["server"]
     made = [steps(rows, workers, r, batch, epochs) for r in range(workers)]
+    return run, s["server"], made
+
+
+@timeout(60)
+def test_dropped_acks_are_resent_and_applied_once(tmp):
+    """The server drops every 5th acknowledgement (fault injection): the
+    trainers send those pushes again, the server acknowledges them as
+    repeats, and every push is applied exactly once."""
+    run, srv, made = run_with_dropped_replies(tmp, "PS_FAULT_DROP_ACK_EVERY", 5)
     assert [w["pushes"] for w in srv["per_worker"]] == made, (srv["per_worker"], made)
     assert srv["updates"] == sum(made), srv
     assert srv["acks_dropped"] == sum(made) // 5, srv
     assert srv["duplicates"] == srv["acks_dropped"], srv
     resent = 0
-    for r in range(workers):
+    for r in range(len(made)):
         m = log_has(run, "worker-%d" % r,
                     r"(\d+) pushes sent again \((\d+) already applied\)")
         assert m, "worker %d did not report resends" % r
@@ -180,20 +188,11 @@ def test_dropped_pulls_are_sent_again(tmp):
     injection): the trainer learns from its next heartbeat's answer that
     the pull is not held back, sends it again, and finishes; every push is
     applied once. Without that it would wait until the run's time limit."""
-    run = os.path.join(tmp, "run")
-    rows, workers, epochs, batch = 3000, 2, 3, 32
-    env = dict(os.environ, PS_FAULT_DROP_PULL_EVERY="25")
-    p = launch_bg(["--model", "linear", "--data", "synthetic-linear:%d" % rows,
-                   "--workers", str(workers), "--epochs", str(epochs), "--batch", str(batch),
-                   "--no-eval", "--heartbeat", "0.2", "--quiet"], run, env=env)
-    rc, out, err, s = finish(p, 50)
-    assert rc == 0, output(rc, out, err)
-    srv = s["server"]
-    made = [steps(rows, workers, r, batch, epochs) for r in range(workers)]
+    run, srv, made = run_with_dropped_replies(tmp, "PS_FAULT_DROP_PULL_EVERY", 25)
     assert srv["updates"] == sum(made), srv
     assert srv["pulls_dropped"] >= 5, srv
     resent = 0
-    for r in range(workers):
+    for r in range(len(made)):
         m = log_has(run, "worker-%d" % r, r"(\d+) pulls sent again")
         if m:
             resent += int(m.group(1))
