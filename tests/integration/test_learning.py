@@ -165,9 +165,12 @@ def test_early_stopping_stops_nonfinite_run(tmp):
 
     # Linear regression on the pixels at lr 100 overflows within a few
     # updates: the validation loss is NaN or infinite from then on, never
-    # an improvement, and the stop still comes.
+    # an improvement, and the stop still comes. One trainer, so that the
+    # updates applied do not depend on timing: with two, a run could stop
+    # at weights whose gradients are all refused as non-finite while the
+    # validation loss, summed in double, is still finite (about 1e75).
     run, s = launch(tmp, "linear", [
-        "--model", "linear", "--lr", "100", "--lr-schedule", "const",
+        "--model", "linear", "--workers", "1", "--lr", "100", "--lr-schedule", "const",
         "--val-fraction", "0.1", "--patience", "3", "--progress-every", "0.3",
         "--epochs", "50"], 25)
     check_stopped(run, s)
