@@ -110,6 +110,8 @@ void ps_metrics_transport(ps_metrics *m, const ps_transport_counters *c)
 	ps_metrics_u64(m, "bytes_out", c->bytes_out);
 	ps_metrics_u64(m, "msgs_in", c->msgs_in);
 	ps_metrics_u64(m, "msgs_out", c->msgs_out);
+	ps_metrics_u64(m, "msgs_shared_in", c->shared_in);
+	ps_metrics_u64(m, "msgs_shared_out", c->shared_out);
 }
 
 int ps_metrics_end(ps_metrics *m)

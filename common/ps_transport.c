@@ -36,7 +36,8 @@ static double default_delay;
 /* Process-wide sums; a transport belongs to one thread, but a process
  * may run several transports on several threads. */
 static _Atomic uint64_t total_msgs_in, total_msgs_out, total_bytes_in,
-	total_bytes_out, total_delayed, total_delayed_failed;
+	total_bytes_out, total_delayed, total_delayed_failed, total_shared_in,
+	total_shared_out;
 
 void ps_transport_set_default_delay(double seconds)
 {
@@ -61,6 +62,23 @@ void ps_transport_stats(const ps_transport *t, ps_transport_counters *out)
 					    memory_order_relaxed);
 	out->delayed_failed = atomic_load_explicit(&total_delayed_failed,
 						   memory_order_relaxed);
+	out->shared_in = atomic_load_explicit(&total_shared_in,
+					      memory_order_relaxed);
+	out->shared_out = atomic_load_explicit(&total_shared_out,
+					       memory_order_relaxed);
+}
+
+void ps_transport_count_shared(ps_transport *t, int out)
+{
+	if (out) {
+		t->count.shared_out++;
+		atomic_fetch_add_explicit(&total_shared_out, 1,
+					  memory_order_relaxed);
+	} else {
+		t->count.shared_in++;
+		atomic_fetch_add_explicit(&total_shared_in, 1,
+					  memory_order_relaxed);
+	}
 }
 
 static void count_out(ps_transport *t, size_t bytes)
@@ -404,6 +422,17 @@ int ps_transport_wait_any(ps_transport *const *ts, size_t n, int timeout_ms)
 	if (timeout_ms > 0)
 		nanosleep(&nap, NULL);
 	return PS_OK;
+}
+
+int ps_transport_takes_shared(const ps_transport *t)
+{
+	return t->ops->takes_shared ? t->ops->takes_shared(t) : 0;
+}
+
+void ps_transport_lend_to(ps_transport *t, const ps_peer *to, int on)
+{
+	if (t->ops->lend_to)
+		t->ops->lend_to(t, to, on);
 }
 
 void ps_transport_get_refusals(const ps_transport *t, ps_transport_refusals *out)

@@ -212,6 +212,9 @@ typedef struct ps_transport_counters {
 	uint64_t delayed_failed; /* held messages whose late send failed
 				  * (dropped and counted, as a network
 				  * would lose them) */
+	/* Of msgs_in and msgs_out, those whose tensor travelled in shared
+	 * memory (ps_transport_set_default_shm()). */
+	uint64_t shared_in, shared_out;
 } ps_transport_counters;
 
 /* The counters of t, or with t == NULL the sums over every transport the
@@ -227,5 +230,29 @@ void ps_transport_stats(const ps_transport *t, ps_transport_counters *out);
  * netem (docs/EXPERIMENTS.md). Call before creating transports, from one
  * thread. */
 void ps_transport_set_default_delay(double seconds);
+
+/* Tensors through shared memory between the processes of one machine,
+ * for every ZeroMQ transport created after this call in this process
+ * (off by default): a tensor of 16 KB or more is lent as a segment of
+ * shared memory (common/ps_shm.h) and the message carries its
+ * descriptor, and descriptors from peers are taken. Only for a cluster
+ * whose processes all run on one machine as one user: a peer elsewhere
+ * cannot map the segment and its message is dropped, logged. Not with
+ * CURVE (such transports neither lend nor take segments). Call before
+ * creating transports, from one thread. */
+void ps_transport_set_default_shm(int on);
+
+/* Whether t takes tensors lent through shared memory (a ZeroMQ transport
+ * made with ps_transport_set_default_shm(1), without CURVE), and so may
+ * lend its own. */
+int ps_transport_takes_shared(const ps_transport *t);
+
+/* From now on lend tensors through shared memory to peer `to` (NULL on
+ * the connecting side: its server), or stop (on = 0). t lends to nobody
+ * until told, since a peer that does not take them would drop the
+ * message: the protocol says who does (Hello and Welcome). Does nothing
+ * where t does not take them itself. The listening side keeps up to 256
+ * peers; one forgotten has its tensors sent in the message again. */
+void ps_transport_lend_to(ps_transport *t, const ps_peer *to, int on);
 
 #endif

@@ -33,6 +33,10 @@ struct ps_transport_ops {
 	 * or already taken). NULL: ps_transport_take_tensor() copies. */
 	int (*take_tensor)(ps_transport *t, const ps_frame *f,
 			   ps_tensor_buf **out);
+	/* Optional, both or neither: tensors through shared memory
+	 * (ps_transport_takes_shared(), ps_transport_lend_to()). NULL: never. */
+	int (*takes_shared)(const ps_transport *t);
+	void (*lend_to)(ps_transport *t, const ps_peer *to, int on);
 };
 
 /* A backend embeds this as the first member of its tensor buffer. */
@@ -70,6 +74,10 @@ struct ps_transport {
 	double delay; /* seconds each send is held; 0: none */
 	struct ps_pending_send *pending, *pending_tail; /* FIFO, by due time */
 };
+
+/* A backend counts a message whose tensor went (out) or came through
+ * shared memory. */
+void ps_transport_count_shared(ps_transport *t, int out);
 
 /* ZeroMQ backend (ps_transport_zmq.c). */
 int ps_transport_zmq_listen(ps_transport **out, const char *endpoint,

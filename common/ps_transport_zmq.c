@@ -12,6 +12,14 @@
  * reference-counted copies, so a client's kept push is the very bytes
  * ZeroMQ sends: written once, never copied again in user space.
  *
+ * Between processes of one machine (ps_transport_set_default_shm()), a
+ * tensor of SHM_MIN bytes or more travels through shared memory instead
+ * (ps_shm.h): the frames are then [routing id] envelope, an empty frame,
+ * and a descriptor of the segment that holds the bytes. The receiver
+ * reads the bytes where the sender wrote them, and takes them as its own
+ * where the sender gave them away (a server's reply); ZeroMQ carries
+ * 100 bytes instead of the tensor, and no I/O thread copies it.
+ *
  * With CURVE the listening side also owns a ZAP handler (a REP socket on
  * inproc://zeromq.zap.01 of its own context) and a monitor of handshake
  * events; recv polls them beside the ROUTER, so the server's one thread
@@ -29,6 +37,7 @@
 #include <zmq.h>
 
 #include "ps_log.h"
+#include "ps_shm.h"
 #include "ps_transport_impl.h"
 
 /* Requests queued per peer on the listening side. A worker has its
@@ -50,6 +59,19 @@
 #define ZAP_ENDPOINT "inproc://zeromq.zap.01"
 #define MONITOR_ENDPOINT "inproc://ps-transport-monitor"
 #define ZAP_FRAMES_MAX 8
+/* Tensors this long or longer go through shared memory when it is on:
+ * below it the copy into a message is cheap, and the descriptor, the
+ * hold and a mapping cost about as much. */
+#define SHM_MIN (16 << 10)
+/* Peers a listening side remembers to lend to. */
+#define LEND_PEERS 256
+
+static int default_shm;
+
+void ps_transport_set_default_shm(int on)
+{
+	default_shm = on;
+}
 
 typedef struct zmq_transport {
 	struct ps_transport base;
@@ -67,6 +89,19 @@ typedef struct zmq_transport {
 	uint64_t failed_by_why[4]; /* listening: handshake failures by reason */
 	int have_head, have_tensor;
 	zmq_msg_t head, tensor;
+	int64_t max_message;
+	/* Shared memory (with default_shm, never with CURVE): the segments
+	 * this side lends, those of peers mapped, and the tensor of the last
+	 * message received when it came so. */
+	ps_shm_pool *pool;
+	ps_shm_maps *maps;
+	ps_shm_view view;
+	uint64_t shm_refused;
+	/* Whom to lend to: the server (connecting side), or these peers
+	 * (listening side; when full, the oldest makes room). */
+	int lend_server;
+	size_t nlend, lend_next;
+	ps_peer lend_peers[LEND_PEERS];
 	char endpoint[256];
 } zmq_transport;
 
@@ -101,6 +136,7 @@ static void release_frames(zmq_transport *z)
 	if (z->have_tensor)
 		zmq_msg_close(&z->tensor);
 	z->have_head = z->have_tensor = 0;
+	ps_shm_detach(&z->view);
 }
 
 /* Receive and discard the rest of a multipart message. */
@@ -139,12 +175,95 @@ static int send_head(zmq_transport *z, const ps_peer *to, const void *head,
 	return PS_OK;
 }
 
+static int lends_to(const zmq_transport *z, const ps_peer *to)
+{
+	if (!z->pool)
+		return 0;
+	if (!z->listening)
+		return z->lend_server;
+	for (size_t i = 0; to && i < z->nlend; i++)
+		if (ps_peer_equal(&z->lend_peers[i], to))
+			return 1;
+	return 0;
+}
+
+static int zt_takes_shared(const ps_transport *t)
+{
+	return ((const zmq_transport *)t)->maps != NULL;
+}
+
+static void zt_lend_to(ps_transport *t, const ps_peer *to, int on)
+{
+	zmq_transport *z = (zmq_transport *)t;
+
+	if (!z->pool)
+		return;
+	if (!z->listening) {
+		z->lend_server = on;
+		return;
+	}
+	if (!to)
+		return;
+	for (size_t i = 0; i < z->nlend; i++) {
+		if (!ps_peer_equal(&z->lend_peers[i], to))
+			continue;
+		if (!on)
+			z->lend_peers[i] = z->lend_peers[--z->nlend];
+		return;
+	}
+	if (!on)
+		return;
+	if (z->nlend < LEND_PEERS) {
+		z->lend_peers[z->nlend++] = *to;
+		return;
+	}
+	z->lend_peers[z->lend_next] = *to;
+	z->lend_next = (z->lend_next + 1) % LEND_PEERS;
+}
+
+/* The envelope, an empty frame and the descriptor of the first tlen
+ * bytes of seg, lent to the receiver (keep: the sender still reads
+ * them). */
+static int send_shm(zmq_transport *z, const ps_peer *to, const void *head,
+		    size_t hlen, ps_shm_seg *seg, size_t tlen, int keep)
+{
+	int flags = z->listening ? ZMQ_DONTWAIT : 0;
+	uint8_t desc[PS_SHM_DESC_LEN];
+	int rc;
+
+	ps_shm_seg_lend(seg, tlen, keep, desc);
+	rc = send_head(z, to, head, hlen, 1);
+	/* As with a tensor frame, the frames after the first cannot fail
+	 * for lack of room. */
+	if (rc == PS_OK &&
+	    (zmq_send(z->sock, "", 0, flags | ZMQ_SNDMORE) < 0 ||
+	     zmq_send(z->sock, desc, sizeof desc, flags) < 0))
+		rc = from_errno(zmq_errno());
+	if (rc != PS_OK)
+		ps_shm_seg_unlend(seg);
+	else
+		ps_transport_count_shared(&z->base, 1);
+	return rc;
+}
+
 static int zt_send(ps_transport *t, const ps_peer *to, const void *head,
 		   size_t hlen, const void *tensor, size_t tlen)
 {
 	zmq_transport *z = (zmq_transport *)t;
-	int rc = send_head(z, to, head, hlen, tlen > 0);
+	ps_shm_seg *seg;
+	int rc;
 
+	/* A copy into a segment costs what the copy into a message does;
+	 * the receiver then takes the segment as it is. With no segment to
+	 * be had, the bytes go in the message. */
+	if (tlen >= SHM_MIN && lends_to(z, to) &&
+	    ps_shm_seg_get(z->pool, tlen, &seg) == PS_OK) {
+		memcpy(ps_shm_seg_data(seg), tensor, tlen);
+		rc = send_shm(z, to, head, hlen, seg, tlen, 0);
+		ps_shm_seg_put(&seg);
+		return rc;
+	}
+	rc = send_head(z, to, head, hlen, tlen > 0);
 	if (rc != PS_OK)
 		return rc;
 	/* Once the first frame is queued ZeroMQ sends all or nothing; the
@@ -173,10 +292,49 @@ static void zt_tensor_release(ps_tensor_buf *b)
 	free(zb);
 }
 
+/* A tensor buffer in shared memory: a segment this side lends (made by
+ * tensor_new), or one a peer lent and the receiver took. */
+typedef struct shm_tensor {
+	ps_tensor_buf base;
+	ps_shm_seg *seg;
+	ps_shm_view view;
+} shm_tensor;
+
+static void shm_tensor_release(ps_tensor_buf *b)
+{
+	shm_tensor *sb = (shm_tensor *)b;
+	ps_shm_seg_put(&sb->seg);
+	ps_shm_detach(&sb->view);
+	free(sb);
+}
+
+static int shm_tensor_new(zmq_transport *z, size_t len, ps_tensor_buf **out)
+{
+	shm_tensor *sb = calloc(1, sizeof *sb);
+
+	if (!sb)
+		return PS_ENOMEM;
+	if (ps_shm_seg_get(z->pool, len, &sb->seg) != PS_OK) {
+		free(sb);
+		return PS_ENOMEM;
+	}
+	ps_tensor_buf_init(&sb->base, z->base.ops, shm_tensor_release,
+			   ps_shm_seg_data(sb->seg), len);
+	*out = &sb->base;
+	return PS_OK;
+}
+
 static int zt_tensor_new(ps_transport *t, size_t len, ps_tensor_buf **out)
 {
-	zmq_tensor *zb = malloc(sizeof *zb);
+	zmq_transport *z = (zmq_transport *)t;
+	zmq_tensor *zb;
 
+	/* A segment where it will be lent: a client's, once its server has
+	 * said that it takes them. */
+	if (z->pool && len >= SHM_MIN && (z->listening || z->lend_server) &&
+	    shm_tensor_new(z, len, out) == PS_OK)
+		return PS_OK;
+	zb = malloc(sizeof *zb);
 	if (!zb)
 		return PS_ENOMEM;
 	if (zmq_msg_init_size(&zb->msg, len) != 0) {
@@ -199,6 +357,21 @@ static int zt_take_tensor(ps_transport *t, const ps_frame *f,
 	zmq_transport *z = (zmq_transport *)t;
 	zmq_tensor *zb;
 
+	if (z->view.map && f->tensor == z->view.data) {
+		shm_tensor *sb;
+		/* Bytes the sender still reads are copied by the caller. */
+		if (!z->view.writable)
+			return PS_EINVAL;
+		sb = calloc(1, sizeof *sb);
+		if (!sb)
+			return PS_ENOMEM;
+		sb->view = z->view;
+		memset(&z->view, 0, sizeof z->view);
+		ps_tensor_buf_init(&sb->base, t->ops, shm_tensor_release,
+				   sb->view.data, sb->view.len);
+		*out = &sb->base;
+		return PS_OK;
+	}
 	if (!z->have_tensor || f->tensor != zmq_msg_data(&z->tensor) ||
 	    (uintptr_t)f->tensor % _Alignof(float) != 0)
 		return PS_EINVAL;
@@ -226,6 +399,15 @@ static int zt_send_tensor(ps_transport *t, const ps_peer *to,
 	zmq_msg_t copy;
 	int rc;
 
+	if (b->release == shm_tensor_release) {
+		shm_tensor *sb = (shm_tensor *)b;
+		/* The sender keeps its segment (a push kept until it is
+		 * acknowledged): lent as it is, read-only. A taken tensor
+		 * sent on, or one for a peer that takes none, is copied. */
+		if (sb->seg && lends_to(z, to))
+			return send_shm(z, to, head, hlen, sb->seg, b->len, 1);
+		return zt_send(t, to, head, hlen, b->data, b->len);
+	}
 	/* The copy first: once the envelope is queued, the tensor frame
 	 * must follow. */
 	zmq_msg_init(&copy);
@@ -497,6 +679,41 @@ static int wait_readable(zmq_transport *z, int timeout_ms)
 	}
 }
 
+/* After an empty frame, the descriptor of a tensor in shared memory:
+ * mapped into z->view. A descriptor this side cannot or will not map
+ * drops the message (PS_EPROTO), logged with the reason. */
+static int recv_shm(zmq_transport *z, int *more)
+{
+	zmq_msg_t d;
+	ps_err e = {0};
+	int rc = recv_part(z->sock, &d, more);
+
+	if (rc != PS_OK)
+		return rc;
+	if (*more)
+		rc = ps_err_set(&e, PS_EPROTO, "frames after a shared tensor");
+	else if (!z->maps)
+		rc = ps_err_set(&e, PS_EPROTO,
+				"a tensor in shared memory, which this process "
+				"does not take (%s)",
+				z->curve ? "not with CURVE"
+					 : "it was started without --shm");
+	else
+		rc = ps_shm_attach(z->maps, zmq_msg_data(&d), zmq_msg_size(&d),
+				   z->max_message > 0 ? (size_t)z->max_message : 0,
+				   &z->view, &e);
+	zmq_msg_close(&d);
+	if (rc == PS_OK) {
+		ps_transport_count_shared(&z->base, 0);
+		return PS_OK;
+	}
+	if (log_this(++z->shm_refused))
+		ps_log_warn("dropped a message from %s: %s (%llu such)",
+			    z->listening ? "a client" : z->endpoint, e.msg,
+			    (unsigned long long)z->shm_refused);
+	return PS_EPROTO;
+}
+
 static int zt_recv(ps_transport *t, ps_frame *out, int timeout_ms)
 {
 	zmq_transport *z = (zmq_transport *)t;
@@ -540,15 +757,23 @@ static int zt_recv(ps_transport *t, ps_frame *out, int timeout_ms)
 			return rc;
 		}
 		z->have_tensor = 1;
-		if (more) {
+		if (more && zmq_msg_size(&z->tensor) == 0)
+			rc = recv_shm(z, &more);
+		if (rc == PS_OK && more) {
 			drain(z->sock);
+			rc = PS_EPROTO;
+		}
+		if (rc != PS_OK) {
 			release_frames(z);
-			return PS_EPROTO;
+			return rc;
 		}
 	}
 	out->head = zmq_msg_data(&z->head);
 	out->head_len = zmq_msg_size(&z->head);
-	if (z->have_tensor) {
+	if (z->view.map) {
+		out->tensor = z->view.data;
+		out->tensor_len = z->view.len;
+	} else if (z->have_tensor) {
 		out->tensor = zmq_msg_data(&z->tensor);
 		out->tensor_len = zmq_msg_size(&z->tensor);
 	}
@@ -591,6 +816,8 @@ static void zt_destroy(ps_transport *t)
 {
 	zmq_transport *z = (zmq_transport *)t;
 	release_frames(z);
+	ps_shm_pool_release(&z->pool);
+	ps_shm_maps_destroy(&z->maps);
 	if (z->auth_error) {
 		/* Nothing queued will ever be delivered: do not linger. */
 		int zero = 0;
@@ -620,6 +847,8 @@ static const struct ps_transport_ops zmq_ops = {
 	.tensor_new = zt_tensor_new,
 	.send_tensor = zt_send_tensor,
 	.take_tensor = zt_take_tensor,
+	.takes_shared = zt_takes_shared,
+	.lend_to = zt_lend_to,
 };
 
 static int no_curve(ps_err *e)
@@ -760,6 +989,15 @@ static int open_socket(zmq_transport **out, int type,
 	if (!z)
 		return ps_err_set(e, PS_ENOMEM, "out of memory");
 	z->base.ops = &zmq_ops;
+	z->max_message = maxmsg;
+	/* Shared memory, unless CURVE: its encryption and its keys would
+	 * not cover bytes that bypass the socket. */
+	if (default_shm && !(opts && opts->curve) &&
+	    (ps_shm_pool_new(&z->pool) != PS_OK ||
+	     ps_shm_maps_new(&z->maps) != PS_OK)) {
+		rc = ps_err_set(e, PS_ENOMEM, "out of memory");
+		goto out;
+	}
 	z->ctx = zmq_ctx_new();
 	if (!z->ctx) {
 		rc = ps_err_set(e, PS_ETRANSPORT, "zmq_ctx_new: %s",

@@ -98,6 +98,7 @@ int ps_wire_encode(const ps_msg *m, uint8_t *buf, size_t cap, size_t *len)
 		hello.model = &spec;
 		hello.applied_pushes = m->u.hello.applied_pushes;
 		hello.rejoin = m->u.hello.rejoin != 0;
+		hello.shared_memory = m->u.hello.shared_memory != 0;
 		env.body_case = PS__ENVELOPE__BODY_HELLO;
 		env.hello = &hello;
 		break;
@@ -114,6 +115,7 @@ int ps_wire_encode(const ps_msg *m, uint8_t *buf, size_t cap, size_t *len)
 		welcome.last_seq = m->u.welcome.last_seq;
 		welcome.pushes = m->u.welcome.pushes;
 		welcome.heartbeat_seconds = m->u.welcome.heartbeat_seconds;
+		welcome.shared_memory = m->u.welcome.shared_memory != 0;
 		env.body_case = PS__ENVELOPE__BODY_WELCOME;
 		env.welcome = &welcome;
 		break;
@@ -278,6 +280,7 @@ int ps_wire_decode(const uint8_t *buf, size_t len, ps_msg *out, ps_err *e)
 		out->u.hello.model.init_seed = h->model->init_seed;
 		out->u.hello.applied_pushes = h->applied_pushes;
 		out->u.hello.rejoin = h->rejoin;
+		out->u.hello.shared_memory = h->shared_memory;
 		break;
 	}
 	case PS__ENVELOPE__BODY_WELCOME: {
@@ -295,6 +298,7 @@ int ps_wire_decode(const uint8_t *buf, size_t len, ps_msg *out, ps_err *e)
 		out->u.welcome.last_seq = w->last_seq;
 		out->u.welcome.pushes = w->pushes;
 		out->u.welcome.heartbeat_seconds = w->heartbeat_seconds;
+		out->u.welcome.shared_memory = w->shared_memory;
 		rc = check_range(w->begin, w->end, "welcome", e);
 		if (rc == PS_OK && !(w->heartbeat_seconds >= 0 &&
 				     w->heartbeat_seconds <= 1e6))

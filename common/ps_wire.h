@@ -63,6 +63,7 @@ typedef struct ps_msg_hello {
 	ps_model_spec model;
 	uint64_t applied_pushes; /* workers: applied since the last welcome */
 	int rejoin;              /* registered with this run's server before */
+	int shared_memory;       /* takes tensors lent through shared memory */
 } ps_msg_hello;
 
 typedef struct ps_msg_welcome {
@@ -72,6 +73,7 @@ typedef struct ps_msg_welcome {
 	/* Workers: this rank's standing, to carry on from (proto Welcome). */
 	uint64_t clock, last_seq, pushes;
 	double heartbeat_seconds;
+	int shared_memory; /* the server takes tensors lent so */
 } ps_msg_welcome;
 
 typedef struct ps_msg_pull {

@@ -211,6 +211,7 @@ int main(int argc, char **argv)
 	double max_message_mb = 1024;
 	const char *metrics_out = NULL;
 	double metrics_every = 1, link_delay_ms = 0;
+	int shm = 0;
 	ps_server_metrics *metrics = NULL;
 	static const char *const levels[] = {"error", "warn", "info", "debug",
 					     NULL};
@@ -341,6 +342,11 @@ int main(int argc, char **argv)
 		 "emulated link: hold every outgoing message this long before "
 		 "sending it, without blocking the loop (default 0: off)", 0,
 		 10000, NULL},
+		{"shm", PS_CLI_FLAG, &shm, NULL,
+		 "ZeroMQ: lend tensors of 16 KB or more to the peers through shared "
+		 "memory instead of sending the bytes, and take theirs; only when every "
+		 "process runs on this machine as this user (ps-launch sets it for "
+		 "local runs); not with CURVE or MPI", 0, 0, NULL},
 		{"curve-secret", PS_CLI_STRING, &curve_secret, "FILE",
 		 "CURVE: encrypt and authenticate every connection with this server "
 		 "secret key (NAME.key_secret from ps-keygen); needs --curve-authorized",
@@ -456,6 +462,13 @@ int main(int argc, char **argv)
 	    fault_every("PS_FAULT_DROP_PULL_EVERY", drop_pulls,
 			&cfg.drop_pull_every) != 0)
 		return 2;
+	if (shm && (curve_secret || curve_authorized || transport == 1 ||
+		    (listen && strncmp(listen, "mpi://", 6) == 0))) {
+		fprintf(stderr, "ps-server: --shm is for ZeroMQ without CURVE: "
+				"CURVE's encryption would not cover the shared "
+				"bytes, and MPI shares memory by itself\n");
+		return 2;
+	}
 	memset(&curve, 0, sizeof curve);
 	if (curve_secret || curve_authorized) {
 		if (transport == 1 || (listen && strncmp(listen, "mpi://", 6) == 0)) {
@@ -531,6 +544,7 @@ int main(int argc, char **argv)
 	cfg.num_workers = (uint32_t)workers;
 
 	ps_transport_set_default_delay(link_delay_ms / 1000.0);
+	ps_transport_set_default_shm(shm);
 	rc = ps_transport_listen(&t, listen, &topts, &e);
 	if (rc == PS_OK)
 		rc = advertised_endpoint(ps_transport_endpoint(t), advertise,

@@ -241,7 +241,8 @@ static int reject(ps_server *s, const ps_frame *f, uint64_t request_id,
 void ps_server_count_malformed(ps_server *s, const ps_frame *f)
 {
 	(void)reject(s, f, 0, PS_EPROTO, PS_WIRE_ERR_MALFORMED,
-		     "message with a wrong number of frames");
+		     "message whose frames could not be read (a wrong number, "
+		     "or a tensor in shared memory that could not be mapped)");
 }
 
 /* "mlp 784-256,128-10 relu seed 1", for messages. */
@@ -481,6 +482,10 @@ static int handle_hello(ps_server *s, const ps_frame *f, const ps_msg *in)
 	m.u.welcome.shard = s->cfg.shard;
 	m.u.welcome.num_shards = s->cfg.num_shards;
 	m.u.welcome.heartbeat_seconds = s->cfg.heartbeat;
+	/* Tensors through shared memory only between two sides that take
+	 * them. */
+	m.u.welcome.shared_memory = ps_transport_takes_shared(s->t);
+	ps_transport_lend_to(s->t, &f->from, h->shared_memory);
 	if (h->role == PS_ROLE_WORKER) {
 		m.u.welcome.clock = slot->clock;
 		m.u.welcome.last_seq = slot->last_seq;

@@ -55,7 +55,8 @@ static void test_metrics_lines_and_fields(void **state)
 	static const char *const labels[3] = {"0", "1", "2-3"};
 	const uint64_t counts[3] = {5, 0, 7};
 	ps_transport_counters c = {.bytes_in = 11, .bytes_out = 22,
-				   .msgs_in = 1, .msgs_out = 2};
+				   .msgs_in = 1, .msgs_out = 2,
+				   .shared_in = 3, .shared_out = 4};
 	ps_metrics *m = NULL;
 	ps_err e = {0, ""};
 	char buf[2048];
@@ -89,7 +90,9 @@ static void test_metrics_lines_and_fields(void **state)
 	assert_non_null(strstr(buf, "\"staleness_histogram\": {\"0\": 5, "
 				    "\"1\": 0, \"2-3\": 7}"));
 	assert_non_null(strstr(buf, "\"bytes_in\": 11, \"bytes_out\": 22, "
-				    "\"msgs_in\": 1, \"msgs_out\": 2}\n"));
+				    "\"msgs_in\": 1, \"msgs_out\": 2, "
+				    "\"msgs_shared_in\": 3, "
+				    "\"msgs_shared_out\": 4}\n"));
 	/* Exactly two lines. */
 	assert_non_null(strchr(buf, '\n'));
 	assert_non_null(strchr(strchr(buf, '\n') + 1, '\n'));

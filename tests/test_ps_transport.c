@@ -1399,6 +1399,225 @@ static void test_transport_link_delay_destroy_sends_held(void **state)
 	ps_transport_destroy(&srv);
 }
 
+/* --- tensors through shared memory ------------------------------------- */
+
+/* Segments of shared memory mapped in this process now: the sender's and
+ * the receiver's mappings of each, both in this one test process. */
+static int shm_mappings(void)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+	int n = 0;
+
+	assert_non_null(f);
+	while (fgets(line, sizeof line, f))
+		n += strstr(line, "memfd:pserver-tensor") != NULL;
+	fclose(f);
+	return n;
+}
+
+/* With shared memory on both sides, each told to lend to the other: a
+ * large tensor goes as a segment (mapped by the sender and by the
+ * receiver), a small one in the message; both arrive whole either way. A
+ * reply's segment is the receiver's to take and write; a kept buffer sent
+ * twice arrives twice and is copied when taken, since its sender still
+ * reads it. */
+static void shm_exchange(const char *endpoint)
+{
+	ps_transport *srv, *cli;
+	size_t big = 64 << 10, small = 1000;
+	uint8_t *want = malloc(big), head[5] = {5, 4, 3, 2, 1};
+	ps_tensor_buf *b = NULL, *kept;
+	ps_transport_counters c;
+	ps_frame f;
+	int before = shm_mappings();
+
+	assert_non_null(want);
+	ps_transport_set_default_shm(1);
+	srv = listen_ok(endpoint, &quick);
+	cli = connect_ok(ps_transport_endpoint(srv), &quick);
+	ps_transport_set_default_shm(0);
+	assert_true(ps_transport_takes_shared(srv));
+	assert_true(ps_transport_takes_shared(cli));
+	ps_transport_lend_to(cli, NULL, 1);
+
+	fill_pattern(want, big, 31);
+	assert_int_equal(ps_transport_send(cli, NULL, head, sizeof head, want,
+					   big),
+			 PS_OK);
+	assert_int_equal(ps_transport_send(cli, NULL, head, sizeof head, want,
+					   small),
+			 PS_OK);
+	memset(want, 0, big); /* the send copied the bytes */
+	recv_ok(srv, &f);
+	fill_pattern(want, big, 31);
+	assert_int_equal(f.head_len, sizeof head);
+	assert_memory_equal(f.head, head, sizeof head);
+	assert_int_equal(f.tensor_len, big);
+	assert_memory_equal(f.tensor, want, big);
+	assert_int_equal(shm_mappings(), before + 2);
+	recv_ok(srv, &f);
+	assert_int_equal(f.tensor_len, small);
+	assert_memory_equal(f.tensor, want, small);
+	assert_int_equal(shm_mappings(), before + 2);
+	ps_transport_stats(cli, &c);
+	assert_int_equal(c.msgs_out, 2);
+	assert_int_equal(c.shared_out, 1);
+	assert_int_equal(c.bytes_out, 2 * sizeof head + big + small);
+	ps_transport_stats(srv, &c);
+	assert_int_equal(c.shared_in, 1);
+	assert_int_equal(c.bytes_in, 2 * sizeof head + big + small);
+
+	/* A reply, taken as it is and written. */
+	ps_transport_lend_to(srv, &f.from, 1);
+	fill_pattern(want, big, 32);
+	assert_int_equal(ps_transport_send(srv, &f.from, head, sizeof head,
+					   want, big),
+			 PS_OK);
+	recv_ok(cli, &f);
+	assert_int_equal(ps_transport_take_tensor(cli, &f, &b), PS_OK);
+	assert_ptr_equal(ps_tensor_buf_data(b), f.tensor);
+	assert_memory_equal(ps_tensor_buf_data(b), want, big);
+	memset(ps_tensor_buf_data(b), 0x77, big);
+	ps_tensor_buf_destroy(&b);
+
+	/* A buffer of the client's, sent twice and kept. */
+	kept = tensor_buf_ok(cli, big, 33);
+	fill_pattern(want, big, 33);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(ps_transport_send_tensor(cli, NULL, head,
+							  sizeof head, kept),
+				 PS_OK);
+	for (int i = 0; i < 2; i++) {
+		recv_ok(srv, &f);
+		assert_int_equal(f.tensor_len, big);
+		assert_memory_equal(f.tensor, want, big);
+	}
+	assert_int_equal(ps_transport_take_tensor(srv, &f, &b), PS_OK);
+	assert_ptr_not_equal(ps_tensor_buf_data(b), f.tensor);
+	assert_memory_equal(ps_tensor_buf_data(b), want, big);
+	ps_tensor_buf_destroy(&b);
+
+	/* Buffers outlive their transports. */
+	ps_transport_destroy(&cli);
+	ps_transport_destroy(&srv);
+	memset(ps_tensor_buf_data(kept), 1, big);
+	ps_tensor_buf_destroy(&kept);
+	assert_int_equal(shm_mappings(), before);
+	free(want);
+}
+
+static void test_transport_shm_tcp(void **state)
+{
+	(void)state;
+	shm_exchange("tcp://127.0.0.1:*");
+}
+
+static void test_transport_shm_ipc(void **state)
+{
+	char ep[128];
+	(void)state;
+	snprintf(ep, sizeof ep, "ipc://%s/shm.sock", tmpdir);
+	shm_exchange(ep);
+}
+
+/* Nothing is lent until the sender is told that its peer takes it, and
+ * a receiver that does not take shared memory drops such a message
+ * (PS_EPROTO) and goes on. */
+static void test_transport_shm_refused(void **state)
+{
+	ps_transport *srv = listen_ok("tcp://127.0.0.1:*", &quick), *cli;
+	size_t big = 20 << 10;
+	uint8_t *bytes = calloc(1, big), head[1] = {1};
+	ps_transport_counters c;
+	ps_tensor_buf *b;
+	ps_frame f;
+	(void)state;
+
+	assert_non_null(bytes);
+	assert_false(ps_transport_takes_shared(srv));
+	ps_transport_lend_to(srv, NULL, 1); /* no-op */
+	ps_transport_set_default_shm(1);
+	cli = connect_ok(ps_transport_endpoint(srv), &quick);
+	ps_transport_set_default_shm(0);
+	/* Not told yet: in the message, also from a tensor buffer. */
+	assert_int_equal(ps_transport_send(cli, NULL, head, 1, bytes, big), PS_OK);
+	b = tensor_buf_ok(cli, big, 3);
+	assert_int_equal(ps_transport_send_tensor(cli, NULL, head, 1, b), PS_OK);
+	for (int i = 0; i < 2; i++) {
+		recv_ok(srv, &f);
+		assert_int_equal(f.tensor_len, big);
+	}
+	ps_transport_stats(cli, &c);
+	assert_int_equal(c.shared_out, 0);
+	/* Told wrongly: dropped by the receiver. */
+	ps_transport_lend_to(cli, NULL, 1);
+	assert_int_equal(ps_transport_send(cli, NULL, head, 1, bytes, big), PS_OK);
+	assert_int_equal(ps_transport_send(cli, NULL, head, 1, bytes, 100), PS_OK);
+	assert_int_equal(ps_transport_recv(srv, &f, WAIT_MS), PS_EPROTO);
+	assert_true(f.from.len > 0); /* whom to tell */
+	recv_ok(srv, &f);
+	assert_int_equal(f.tensor_len, 100);
+	/* Told to stop: in the message again. */
+	ps_transport_lend_to(cli, NULL, 0);
+	assert_int_equal(ps_transport_send_tensor(cli, NULL, head, 1, b), PS_OK);
+	recv_ok(srv, &f);
+	assert_int_equal(f.tensor_len, big);
+	ps_tensor_buf_destroy(&b);
+	ps_transport_destroy(&cli);
+	ps_transport_destroy(&srv);
+	free(bytes);
+}
+
+/* A listening side lends to the peers it was told of, up to 256, and to
+ * no other. */
+static void test_transport_shm_lends_to_peers_told(void **state)
+{
+	ps_transport *srv, *cli[2];
+	size_t big = 20 << 10;
+	uint8_t *bytes = calloc(1, big), head[1] = {1};
+	ps_transport_counters c;
+	ps_peer peer[2], other;
+	ps_frame f;
+	(void)state;
+
+	assert_non_null(bytes);
+	ps_transport_set_default_shm(1);
+	srv = listen_ok("tcp://127.0.0.1:*", &quick);
+	for (int i = 0; i < 2; i++) {
+		cli[i] = connect_ok(ps_transport_endpoint(srv), &quick);
+		assert_int_equal(ps_transport_send(cli[i], NULL, head, 1, NULL, 0),
+				 PS_OK);
+		recv_ok(srv, &f);
+		peer[i] = f.from;
+	}
+	ps_transport_set_default_shm(0);
+	ps_transport_lend_to(srv, &peer[1], 1);
+	/* 256 others told after it: peer 1 is forgotten, the oldest. */
+	for (int k = 0; k < 2; k++) {
+		for (int i = 0; i < 2; i++) {
+			assert_int_equal(ps_transport_send(srv, &peer[i], head, 1,
+							   bytes, big),
+					 PS_OK);
+			recv_ok(cli[i], &f);
+			assert_int_equal(f.tensor_len, big);
+		}
+		ps_transport_stats(srv, &c);
+		assert_int_equal(c.shared_out, 1);
+		memset(&other, 0, sizeof other);
+		other.len = 5;
+		for (int j = 0; j < 256 && k == 0; j++) {
+			other.id[0] = (uint8_t)j;
+			other.id[1] = 0xEE;
+			ps_transport_lend_to(srv, &other, 1);
+		}
+	}
+	for (int i = 0; i < 2; i++)
+		ps_transport_destroy(&cli[i]);
+	ps_transport_destroy(&srv);
+	free(bytes);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1434,6 +1653,10 @@ int main(void)
 		cmocka_unit_test(test_transport_tensor_buf_held_by_link_delay),
 		cmocka_unit_test(test_transport_take_tensor_zmq),
 		cmocka_unit_test(test_transport_take_tensor_copies_otherwise),
+		cmocka_unit_test(test_transport_shm_tcp),
+		cmocka_unit_test(test_transport_shm_ipc),
+		cmocka_unit_test(test_transport_shm_refused),
+		cmocka_unit_test(test_transport_shm_lends_to_peers_told),
 		cmocka_unit_test(test_transport_curve_keys),
 		cmocka_unit_test(test_transport_curve_exchange),
 		cmocka_unit_test(test_transport_curve_refuses_unknown_key),

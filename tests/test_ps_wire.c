@@ -90,6 +90,7 @@ static void fill_hello(ps_msg *m)
 	m->u.hello.model.input_dim = 784;
 	m->u.hello.model.output_dim = 10;
 	m->u.hello.model.init_seed = 0xfeedfacecafebeefULL;
+	m->u.hello.shared_memory = 1;
 }
 
 static void fill_push(ps_msg *m)
@@ -121,6 +122,7 @@ static int fill_kind(ps_msg *m, size_t i)
 		m->u.welcome.num_workers = 8;
 		m->u.welcome.shard = 2;
 		m->u.welcome.num_shards = 3;
+		m->u.welcome.shared_memory = 1;
 		return 1;
 	case 2:
 		ps_msg_init(m, PS_MSG_PULL, 6, 9);
@@ -178,6 +180,7 @@ static void test_wire_roundtrip_hello(void **state)
 	assert_int_equal(out.u.hello.model.input_dim, 784);
 	assert_int_equal(out.u.hello.model.output_dim, 10);
 	assert_true(out.u.hello.model.init_seed == 0xfeedfacecafebeefULL);
+	assert_int_equal(out.u.hello.shared_memory, 1);
 
 	/* A worker with empty hidden and activation strings. */
 	m.u.hello.role = PS_ROLE_WORKER;
@@ -245,6 +248,10 @@ static void test_wire_roundtrip_welcome(void **state)
 	assert_int_equal(out.u.welcome.num_workers, 8);
 	assert_int_equal(out.u.welcome.shard, 2);
 	assert_int_equal(out.u.welcome.num_shards, 3);
+	assert_int_equal(out.u.welcome.shared_memory, 1);
+	m.u.welcome.shared_memory = 0;
+	roundtrip(&m, &out);
+	assert_int_equal(out.u.welcome.shared_memory, 0);
 }
 
 static void test_wire_roundtrip_pull(void **state)

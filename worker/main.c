@@ -59,6 +59,7 @@ int main(int argc, char **argv)
 	const char *data = NULL, *result_out = NULL, *metrics_out = NULL;
 	const char *model_out = NULL;
 	double metrics_every = 1, link_delay_ms = 0;
+	int shm = 0;
 	const char *hidden = "256";
 	int activation = 0;
 	int role = 0, model = 0, level = 2, rank = 0, workers = 1;
@@ -161,6 +162,11 @@ int main(int argc, char **argv)
 		{"link-delay-ms", PS_CLI_DOUBLE, &link_delay_ms, "MS",
 		 "emulated link: hold every outgoing message this long before "
 		 "sending it (default 0: off)", 0, 10000, NULL},
+		{"shm", PS_CLI_FLAG, &shm, NULL,
+		 "ZeroMQ: lend tensors of 16 KB or more to the server through shared "
+		 "memory instead of sending the bytes, and take its; only when every "
+		 "process runs on this machine as this user (ps-launch sets it for "
+		 "local runs); not with CURVE or MPI", 0, 0, NULL},
 		{"fetch-every", PS_CLI_INT, &fetch_every, "N",
 		 "pull the weights every N steps (Downpour n_fetch)", 1, 1000000,
 		 NULL},
@@ -261,6 +267,13 @@ int main(int argc, char **argv)
 	else
 		snprintf(tag, sizeof tag, "eval");
 	ps_log_setup(tag, (enum ps_log_level)level);
+	if (shm && (curve_secret || curve_server_key ||
+		    strncmp(endpoint, "mpi://", 6) == 0)) {
+		fprintf(stderr, "ps-worker: --shm is for ZeroMQ without CURVE: "
+				"CURVE's encryption would not cover the shared "
+				"bytes, and MPI shares memory by itself\n");
+		return in_cluster ? 1 : 2;
+	}
 	memset(&curve, 0, sizeof curve);
 	if (curve_secret || curve_server_key) {
 		rc = load_curve(curve_secret, curve_server_key, &curve, &e);
@@ -315,6 +328,7 @@ int main(int argc, char **argv)
 	cfg.model_out = model_out;
 	cfg.metrics_every = metrics_every;
 	ps_transport_set_default_delay(link_delay_ms / 1000.0);
+	ps_transport_set_default_shm(shm);
 	cfg.stop = &stop_flag;
 
 	if (check)

@@ -372,6 +372,7 @@ static void make_hello(const ps_client *c, link *l, ps_msg *m, int rejoin)
 	m->u.hello.model = c->spec;
 	m->u.hello.applied_pushes = l->st.applied;
 	m->u.hello.rejoin = rejoin;
+	m->u.hello.shared_memory = ps_transport_takes_shared(l->t);
 }
 
 /* Take the standing a welcome gives. Kept pushes are settled: those at
@@ -388,6 +389,7 @@ static void take_welcome(const ps_client *c, link *l, const ps_msg *m)
 	l->registered_id = m->request_id;
 	l->epoch++;
 	l->st.last_version = w->version;
+	ps_transport_lend_to(l->t, NULL, w->shared_memory);
 	if (w->heartbeat_seconds > 0)
 		l->hb_base = l->hb_interval = w->heartbeat_seconds;
 	if (c->role != PS_ROLE_WORKER)

@@ -90,8 +90,9 @@ def parse_args(argv):
     p.add_argument("--transport", default="tcp", metavar="LIST",
                    help="comma-separated ps-launch transports to run, each its own "
                    "row: tcp, ipc, mpi, each optionally with +prefetch (trainers "
-                   "overlap the next pull with the gradient), e.g. tcp,tcp+prefetch "
-                   "(default tcp)")
+                   "overlap the next pull with the gradient) and, for tcp and ipc, "
+                   "+noshm (every tensor through the socket, ps-launch --no-shm), "
+                   "e.g. tcp,tcp+prefetch,tcp+prefetch+noshm (default tcp)")
     p.add_argument("--workers", default="1,2", metavar="LIST",
                    help="comma-separated worker / process counts (default 1,2)")
     p.add_argument("--skip-torch", action="store_true",
@@ -122,10 +123,12 @@ def parse_args(argv):
         p.error("--workers: every count must be >= 1")
     a.transport = [t.strip() for t in a.transport.split(",") if t.strip()]
     if not a.transport or any(t.split("+")[0] not in ("tcp", "ipc", "mpi")
-                              or t.split("+")[1:] not in ([], ["prefetch"])
+                              or t.split("+")[1:] not in ([], ["prefetch"], ["noshm"],
+                                                          ["prefetch", "noshm"])
+                              or (t.startswith("mpi") and t.endswith("+noshm"))
                               for t in a.transport):
         p.error("--transport takes a comma-separated list of tcp, ipc, mpi, "
-                "each optionally followed by +prefetch")
+                "each optionally followed by +prefetch, and tcp and ipc by +noshm")
     if a.repeat < 1:
         p.error("--repeat must be >= 1")
     if not 0 < a.target <= 1:
@@ -222,8 +225,10 @@ def run_pserver(a, transport, workers, seed, run_dir):
            "--transport", transport.split("+")[0],
            "--progress-every", repr(a.eval_every), "--time-limit", repr(a.time_limit),
            "--stop-at-accuracy", repr(a.target), "--quiet", "--run-dir", run_dir]
-    if transport.endswith("+prefetch"):
+    if "+prefetch" in transport:
         cmd.append("--prefetch")
+    if transport.endswith("+noshm"):
+        cmd.append("--no-shm")
     load0 = loadavg()
     t = time.monotonic()
     p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

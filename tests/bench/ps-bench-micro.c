@@ -90,6 +90,8 @@ typedef struct bench {
 	int reps;
 	double min_time; /* seconds per repetition, at least */
 	int inflight;	 /* pushes in flight when streaming */
+	int shm;	 /* pserver's ZeroMQ rows lend tensors through
+			  * shared memory */
 	int mem_mb;	 /* size of each streaming array */
 	size_t mem_floats; /* the same in floats, a multiple of 16 */
 	const char *out_dir;
@@ -494,6 +496,7 @@ static int ours_case(bench *b, int t)
 	int rc = -1;
 
 	memset(&o, 0, sizeof o);
+	ps_transport_set_default_shm(b->shm && t != T_MPI);
 	if (b->rank == 0) {
 		memset(&cfg, 0, sizeof cfg);
 		cfg.num_workers = 1;
@@ -550,6 +553,7 @@ static int ours_case(bench *b, int t)
 			rc = 0;
 	}
 out:
+	ps_transport_set_default_shm(0);
 	ps_client_destroy(&o.c);
 	free(o.g);
 	ps_server_destroy(&s);
@@ -849,14 +853,16 @@ static void report(const bench *b, FILE *table, FILE *csv)
 		"measured in one run:\nmedians of %d rounds, each case at "
 		"least %.2f s a round; push stream: %d in flight;\nload "
 		"average %.2f at the start, %.2f at the end.\n"
-		"Transport rows: ps_client + ps_server against raw "
+		"Transport rows: ps_client + ps_server%s against raw "
 		"DEALER/ROUTER or MPI_Send/Recv,\nMB/s counts the tensor one "
 		"way. Apply rows: ps_optim over 1M floats against the\ntriad "
 		"bandwidth, MB/s counts every array read or written once "
 		"(SGD 12 B, Adam 28 B\na float). ratio: pserver/raw "
 		"operations per second, the median over rounds of\nthe "
 		"ratio in each round (above 1: pserver faster).\n\n",
-		b->reps, b->min_time, b->inflight, b->load[0], b->load[1]);
+		b->reps, b->min_time, b->inflight, b->load[0], b->load[1],
+		b->shm ? " (ZeroMQ rows: tensors through shared memory, --shm)"
+		       : "");
 	fprintf(table,
 		"| %-15s | %-7s | %-6s | %10s | %10s | %8s | %10s | %9s | "
 		"%8s | %5s | %-13s |\n",
@@ -959,6 +965,10 @@ int main(int argc, char **argv)
 	     "pushes in flight when streaming", 1, MAX_INFLIGHT, NULL},
 	    {"mem-mb", PS_CLI_INT, &b.mem_mb, "MB",
 	     "size of each of the 3 memory-bandwidth arrays", 1, 4096, NULL},
+	    {"shm", PS_CLI_FLAG, &b.shm, NULL,
+	     "pserver over ZeroMQ lends tensors of 16 KB or more through "
+	     "shared memory, as ps-launch's local runs do (raw rows stay "
+	     "raw)", 0, 0, NULL},
 	    {"transport", PS_CLI_CHOICE, &b.only, "NAME",
 	     "measure one transport only, or all", 0, -1, only_names},
 	    {"out", PS_CLI_STRING, &b.out_dir, "DIR",

@@ -3,6 +3,7 @@ one async trainer against the synchronous-SGD oracle (tests/tools/
 ps-sgd-oracle.c), the ssp bound as the server records it, asynchrony with a
 slowed trainer, byes under bsp and ssp, Downpour intervals, and the
 staleness remedies. Synthetic data throughout, so nothing is skipped."""
+import json
 import os
 import random
 import struct
@@ -419,3 +420,31 @@ def test_prefetch_overlaps_with_one_step_of_staleness(tmp):
         ["--model", "linear", "--data", "synthetic-linear:100", "--consistency",
          "bsp", "--prefetch", "--quiet"], bad, timeout=20)
     assert rc == 2 and "--prefetch" in err, output(rc, out, err)
+
+
+@timeout(90)
+def test_shared_memory_equals_sequential_sgd(tmp):
+    # An MLP of 5123 weights (20 KB, above the 16 KB from which a local
+    # run lends tensors through shared memory): every push and every pull
+    # reply with weights travels as a segment, and the run is still
+    # sequential SGD bit for bit, also when the prefetching trainer adds
+    # its own push into the weights it took over from the server's
+    # segment. --no-shm sends the same bytes through the socket.
+    pslib.need(pslib.SERVER, pslib.WORKER, ORACLE)
+    common = ["--model", "mlp", "--hidden", "128", "--data", write_idx(tmp, 600, 6, 3, 9),
+              "--epochs", "2", "--batch", "20", "--lr", "0.1", "--lr-schedule", "const",
+              "--workers", "1", "--seed", "4"]
+    want = oracle(tmp, "oracle", common)
+    for name, extra in (("shm", []), ("shm-prefetch", ["--prefetch"]),
+                        ("no-shm", ["--no-shm"])):
+        run, st = launch(tmp, name, common + extra)
+        assert_same_model(os.path.join(run, "model.bin"), want, name)
+        last = pslib.read_text(os.path.join(run, "server.metrics.jsonl")).splitlines()[-1]
+        m = json.loads(last)
+        replies = m["pulls"] - st["pulls_unchanged"]
+        if name == "no-shm":
+            assert m["msgs_shared_in"] == m["msgs_shared_out"] == 0, (name, m)
+        else:
+            assert st["pushes"] == 60 and replies > 0, (name, st, m)
+            assert m["msgs_shared_in"] == st["pushes"], (name, st, m)
+            assert m["msgs_shared_out"] == replies, (name, st, m)
