@@ -291,12 +291,31 @@ struct ps_shm_maps {
 	struct ps_shm_map *list;
 	size_t n;
 	uint64_t tick;
+	dev_t memfd_dev; /* the kernel's mount of every memfd */
 };
 
 int ps_shm_maps_new(ps_shm_maps **out)
 {
-	*out = calloc(1, sizeof **out);
-	return *out ? PS_OK : PS_ENOMEM;
+	ps_shm_maps *m = calloc(1, sizeof *m);
+	struct stat st;
+	int fd;
+
+	*out = NULL;
+	if (!m)
+		return PS_ENOMEM;
+	/* Where memfds live, to tell a segment from any other file before
+	 * opening it. */
+	fd = memfd_create("pserver-probe", MFD_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) != 0) {
+		if (fd >= 0)
+			close(fd);
+		free(m);
+		return PS_EIO;
+	}
+	close(fd);
+	m->memfd_dev = st.st_dev;
+	*out = m;
+	return PS_OK;
 }
 
 static void map_unref(struct ps_shm_map *mp)
@@ -363,8 +382,9 @@ static int map_segment(ps_shm_maps *m, const struct shm_desc *d,
 	int fd, seals, err;
 
 	snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)d->pid, (int)d->fd);
-	fd = open(path, O_RDWR | O_CLOEXEC);
-	if (fd < 0) {
+	/* Looked at before it is opened: a descriptor could name a device
+	 * or a pipe of any process, whose open alone may do something. */
+	if (stat(path, &st) != 0) {
 		err = errno;
 		if (err == EACCES || err == EPERM)
 			return ps_err_set(e, PS_EAUTH,
@@ -375,13 +395,29 @@ static int map_segment(ps_shm_maps *m, const struct shm_desc *d,
 				  "another machine, or gone?)",
 				  path, strerror(err));
 	}
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
-	    (uint64_t)st.st_ino != d->ino) {
-		close(fd);
+	if (!S_ISREG(st.st_mode) || st.st_dev != m->memfd_dev ||
+	    st.st_uid != geteuid())
+		return ps_err_set(e, PS_EAUTH,
+				  "shared tensor %s: not a memfd of this user",
+				  path);
+	if ((uint64_t)st.st_ino != d->ino)
 		return ps_err_set(e, PS_EPROTO,
 				  "shared tensor %s is not the segment named "
 				  "(inode %llu)",
 				  path, (unsigned long long)d->ino);
+	fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0) {
+		err = errno;
+		return ps_err_set(e, err == EACCES || err == EPERM ? PS_EAUTH
+								    : PS_ENOENT,
+				  "shared tensor %s: %s", path, strerror(err));
+	}
+	/* The same file still (the sender could have closed it since). */
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+	    st.st_dev != m->memfd_dev || (uint64_t)st.st_ino != d->ino) {
+		close(fd);
+		return ps_err_set(e, PS_EPROTO,
+				  "shared tensor %s changed while opened", path);
 	}
 	seals = fcntl(fd, F_GET_SEALS);
 	if (st.st_uid != geteuid() || seals < 0 || !(seals & F_SEAL_SHRINK)) {

@@ -14,11 +14,13 @@
  * segment held for good; the pool is bounded, and a sender that finds no
  * segment sends the bytes in the message as before.
  *
- * A receiver trusts a descriptor no more than a message: the file must be
- * a memfd of this user sealed against shrinking (so that a sender cannot
- * make a mapped page vanish under the reader), the same inode the
- * descriptor names, with the header's magic and generation and room for
- * the length. It trusts the bytes as it trusts a message's: a peer of the
+ * A receiver trusts a descriptor no more than a message: before opening
+ * the file it names it checks that it is a memfd (a regular file on the
+ * kernel's memfd mount) of this user with the inode named, so that no
+ * device or pipe of another process is ever opened; then that it is
+ * sealed against shrinking (so that a sender cannot make a mapped page
+ * vanish under the reader), with the header's magic and generation and
+ * room for the length. It trusts the bytes as it trusts a message's: a peer of the
  * same user on the same machine could as well write into its memory.
  */
 #ifndef PS_SHM_H

@@ -273,7 +273,19 @@ static void test_shm_refuses_bad_descriptors(void **state)
 	d.ino++;
 	assert_int_equal(attach_fails(m, &d, sizeof d, 0, &e), PS_EPROTO);
 
-	/* An ordinary file is not a segment, whatever it holds. */
+	/* A pipe is not opened at all; an ordinary file is not a segment,
+	 * whatever it holds. */
+	{
+		int pfd[2];
+		assert_int_equal(pipe(pfd), 0);
+		assert_int_equal(fstat(pfd[0], &st), 0);
+		d = good;
+		d.fd = pfd[0];
+		d.ino = (uint64_t)st.st_ino;
+		assert_int_equal(attach_fails(m, &d, sizeof d, 0, &e), PS_EAUTH);
+		close(pfd[0]);
+		close(pfd[1]);
+	}
 	fd = mkstemp(path);
 	assert_true(fd >= 0);
 	unlink(path);

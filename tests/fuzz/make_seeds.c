@@ -500,6 +500,38 @@ static void cli_seeds(void)
 	cli_seed("equals-and-positional", e);
 }
 
+/* fuzz_shm: a flag byte, then a descriptor as ps_shm_seg_lend() writes
+ * it (the harness puts in its own segment's process, descriptor, inode
+ * and use count as the flags say). */
+static void shm_seed(const char *name, uint8_t flags, uint64_t len,
+		     uint32_t keep)
+{
+	const uint32_t magic = 0x4d485350u, version = 1, zero = 0;
+	const uint64_t zero64 = 0;
+	buf s = {.len = 0};
+
+	put(&s, &flags, 1);
+	put(&s, &magic, 4);
+	put(&s, &version, 4);
+	put(&s, &zero64, 8); /* pid, fd */
+	put(&s, &zero64, 8); /* inode */
+	put(&s, &zero64, 8); /* use count */
+	put(&s, &len, 8);
+	put(&s, &keep, 4);
+	put(&s, &zero, 4);
+	save("shm", name, &s);
+}
+
+static void shm_seeds(void)
+{
+	shm_seed("lent", 7, 5000, 0);
+	shm_seed("lent-kept-short", 7, 100, 1);
+	shm_seed("over-bound", 15, 4096, 0);
+	shm_seed("no-hold", 3, 64, 0);
+	shm_seed("stale", 5, 64, 0);
+	shm_seed("nobody", 0, 64, 0);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -513,5 +545,6 @@ int main(int argc, char **argv)
 	dataset_seeds();
 	modelfile_seeds();
 	cli_seeds();
+	shm_seeds();
 	return 0;
 }
