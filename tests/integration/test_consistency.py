@@ -429,20 +429,31 @@ def test_shared_memory_equals_sequential_sgd(tmp):
     # reply with weights travels as a segment, and the run is still
     # sequential SGD bit for bit, also when the prefetching trainer adds
     # its own push into the weights it took over from the server's
-    # segment. --no-shm sends the same bytes through the socket.
+    # segment. --no-shm sends the same bytes through the socket, and so
+    # does a trainer started with --shm whose server was not: the Welcome
+    # says the server takes no shared tensors.
     pslib.need(pslib.SERVER, pslib.WORKER, ORACLE)
     common = ["--model", "mlp", "--hidden", "128", "--data", write_idx(tmp, 600, 6, 3, 9),
               "--epochs", "2", "--batch", "20", "--lr", "0.1", "--lr-schedule", "const",
               "--workers", "1", "--seed", "4"]
     want = oracle(tmp, "oracle", common)
     for name, extra in (("shm", []), ("shm-prefetch", ["--prefetch"]),
-                        ("no-shm", ["--no-shm"])):
-        run, st = launch(tmp, name, common + extra)
+                        ("no-shm", ["--no-shm"]), ("trainer-shm", None)):
+        if extra is None:
+            run = os.path.join(tmp, name)
+            rc, out, err, _ = pslib.run_launcher(
+                common + ["--no-shm", "--no-eval", "--quiet", "--", "--shm"], run,
+                timeout=40)
+            assert rc == 0, "%s: %s" % (name, output(rc, out, err))
+            assert "--shm" in pslib.read_text(os.path.join(run, "options.json")), name
+            st = pslib.read_json(os.path.join(run, "server.json"))
+        else:
+            run, st = launch(tmp, name, common + extra)
         assert_same_model(os.path.join(run, "model.bin"), want, name)
         last = pslib.read_text(os.path.join(run, "server.metrics.jsonl")).splitlines()[-1]
         m = json.loads(last)
         replies = m["pulls"] - st["pulls_unchanged"]
-        if name == "no-shm":
+        if name in ("no-shm", "trainer-shm"):
             assert m["msgs_shared_in"] == m["msgs_shared_out"] == 0, (name, m)
         else:
             assert st["pushes"] == 60 and replies > 0, (name, st, m)

@@ -189,6 +189,15 @@ def test_bad_flags_and_files(tmp):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "--lr" in lines[0], output(rc, out, err)
 
+    # Shared memory is for ZeroMQ without CURVE: refused before anything
+    # starts (the key files need not exist for that).
+    for cmd in ([pslib.SERVER, "--shm", "--transport", "mpi"],
+                [pslib.SERVER, "--shm", "--curve-secret", "s", "--curve-authorized", "d"],
+                [pslib.WORKER, "--shm", "--data", "synthetic-linear:100",
+                 "--curve-secret", "s", "--curve-server-key", "k"]):
+        rc, out, err = run_cmd(cmd)
+        assert rc == 2 and "--shm is for ZeroMQ without CURVE" in err, output(rc, out, err)
+
     images = os.path.join(tmp, "no-such-images")
     labels = os.path.join(tmp, "no-such-labels")
     rc, out, err = run_cmd([pslib.WORKER, "--data", "idx:%s,%s" % (images, labels)])
