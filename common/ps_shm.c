@@ -204,8 +204,8 @@ int ps_shm_seg_get(ps_shm_pool *p, size_t len, ps_shm_seg **out)
 	}
 	if (!best) {
 		/* Idle segments too small for this length: let one go
-		 * rather than keep them all. */
-		if (spare && idle >= IDLE_KEEP)
+		 * rather than keep them all, or to make room. */
+		if (spare && (idle >= IDLE_KEEP || p->nsegs >= SEGS_MAX))
 			seg_free(p, spare);
 		rc = seg_new(p, len, &best);
 		if (rc != PS_OK)

@@ -171,6 +171,11 @@ static void test_shm_pool_bounds(void **state)
 	/* One freed: to be had again. */
 	ps_shm_seg_put(&s[10]);
 	assert_int_equal(ps_shm_seg_get(p, 100, &s[10]), PS_OK);
+	/* At the bound, an idle segment too small makes room for a larger
+	 * one. */
+	ps_shm_seg_put(&s[20]);
+	assert_int_equal(ps_shm_seg_get(p, 100000, &s[20]), PS_OK);
+	assert_true(ps_shm_seg_room(s[20]) >= 100000);
 	for (int i = 0; i < n; i++)
 		ps_shm_seg_put(&s[i]);
 	/* More than the pool's bytes at once. */
