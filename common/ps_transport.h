@@ -233,13 +233,14 @@ void ps_transport_set_default_delay(double seconds);
 
 /* Tensors through shared memory between the processes of one machine,
  * for every ZeroMQ transport created after this call in this process
- * (off by default): a tensor of 16 KB or more is lent as a segment of
- * shared memory (common/ps_shm.h) and the message carries its
- * descriptor, and descriptors from peers are taken. Only for a cluster
- * whose processes all run on one machine as one user: a peer elsewhere
- * cannot map the segment and its message is dropped, logged. Not with
- * CURVE (such transports neither lend nor take segments). Call before
- * creating transports, from one thread. */
+ * (off by default): descriptors from peers are taken, and to a peer that
+ * takes them too (ps_transport_lend_to()) a tensor of 16 KB or more is
+ * lent as a segment of shared memory (common/ps_shm.h), the message
+ * carrying its descriptor. Only for a cluster whose processes all run on
+ * one machine as one user: a receiver elsewhere cannot map the segment,
+ * and drops the message, logged. Not with CURVE (such transports neither
+ * lend nor take segments). Call before creating transports, from one
+ * thread. */
 void ps_transport_set_default_shm(int on);
 
 /* Whether t takes tensors lent through shared memory (a ZeroMQ transport
