@@ -52,6 +52,10 @@ static const size_t sizes[] = {1, 10000, 1000000};
 
 enum { T_TCP, T_IPC, T_MPI, NTRANSPORTS };
 static const char *const transport_names[] = {"zmq-tcp", "zmq-ipc", "mpi"};
+/* pserver's rows over ZeroMQ again with tensors through shared memory
+ * (--shm, as ps-launch's local runs), beside the same raw ZeroMQ. */
+static const char *const shm_names[] = {"tcp+shm", "ipc+shm", NULL};
+#define is_zmq(t) ((t) == T_TCP || (t) == T_IPC)
 static const char *const only_names[] = {"all", "zmq-tcp", "zmq-ipc", "mpi",
 					 NULL};
 
@@ -90,8 +94,7 @@ typedef struct bench {
 	int reps;
 	double min_time; /* seconds per repetition, at least */
 	int inflight;	 /* pushes in flight when streaming */
-	int shm;	 /* pserver's ZeroMQ rows lend tensors through
-			  * shared memory */
+	int no_shm;	 /* skip the shared-memory rows */
 	int mem_mb;	 /* size of each streaming array */
 	size_t mem_floats; /* the same in floats, a multiple of 16 */
 	const char *out_dir;
@@ -100,6 +103,7 @@ typedef struct bench {
 	int round; /* the repetition being measured */
 	double load[2]; /* 1-minute load average at the start and the end */
 	result ours[NTRANSPORTS][NOPS][NSIZES];
+	result ours_shm[NTRANSPORTS][NOPS][NSIZES]; /* ZeroMQ ones only */
 	result raw[NTRANSPORTS][NOPS][NSIZES];
 	result apply[NAPPLY];
 	result mem[NMEM]; /* passes per second, best of 3 in each round */
@@ -483,7 +487,7 @@ static int ours_drain(void *ctx)
 	return ps_client_flush(o->c, &o->e) == PS_OK ? 0 : -1;
 }
 
-static int ours_case(bench *b, int t)
+static int ours_case(bench *b, int t, int shm)
 {
 	ps_transport_opts topts = {64 << 20, 1000, NULL};
 	ps_server_config cfg;
@@ -496,7 +500,7 @@ static int ours_case(bench *b, int t)
 	int rc = -1;
 
 	memset(&o, 0, sizeof o);
-	ps_transport_set_default_shm(b->shm && t != T_MPI);
+	ps_transport_set_default_shm(shm);
 	if (b->rank == 0) {
 		memset(&cfg, 0, sizeof cfg);
 		cfg.num_workers = 1;
@@ -545,7 +549,7 @@ static int ours_case(bench *b, int t)
 		    ps_client_new(&o.c, ep, 30.0, b->inflight, &o.e) != PS_OK ||
 		    ps_client_hello(o.c, PS_ROLE_WORKER, 0, &spec, &wel,
 				    &o.e) != PS_OK ||
-		    measure_all(b, &p, b->ours[t]) != 0 ||
+		    measure_all(b, &p, shm ? b->ours_shm[t] : b->ours[t]) != 0 ||
 		    ps_client_bye(o.c, o.clock, o.clock, &o.e) != PS_OK)
 			fprintf(stderr, "ps-bench-micro: client: %s\n",
 				o.e.msg);
@@ -753,7 +757,7 @@ typedef struct row {
 	double target;	/* least ratio asked for; 0: none */
 } row;
 
-#define MAX_ROWS (NTRANSPORTS * NOPS * NSIZES + NAPPLY + NMEM)
+#define MAX_ROWS ((NTRANSPORTS + 2) * NOPS * NSIZES + NAPPLY + NMEM)
 
 /* Least ratios asked for (docs/EXPERIMENTS.md): a small pull within 1.3x
  * of a raw ZeroMQ round trip, a 4 MB push at 0.9x of raw ZeroMQ or
@@ -790,6 +794,14 @@ static int collect_rows(const bench *b, row *rows)
 				const result *r = &b->raw[t][op][i];
 				rows[n++] = (row){
 				    what[op], transport_names[t], bytes,
+				    (double)bytes, o->med, r->med,
+				    paired_ratio(o, r, 1.0, b->reps),
+				    transport_target(op, t, sizes[i])};
+				if (b->no_shm || !is_zmq(t))
+					continue;
+				o = &b->ours_shm[t][op][i];
+				rows[n++] = (row){
+				    what[op], shm_names[t], bytes,
 				    (double)bytes, o->med, r->med,
 				    paired_ratio(o, r, 1.0, b->reps),
 				    transport_target(op, t, sizes[i])};
@@ -853,16 +865,14 @@ static void report(const bench *b, FILE *table, FILE *csv)
 		"measured in one run:\nmedians of %d rounds, each case at "
 		"least %.2f s a round; push stream: %d in flight;\nload "
 		"average %.2f at the start, %.2f at the end.\n"
-		"Transport rows: ps_client + ps_server%s against raw "
+		"Transport rows: ps_client + ps_server against raw "
 		"DEALER/ROUTER or MPI_Send/Recv,\nMB/s counts the tensor one "
 		"way. Apply rows: ps_optim over 1M floats against the\ntriad "
 		"bandwidth, MB/s counts every array read or written once "
 		"(SGD 12 B, Adam 28 B\na float). ratio: pserver/raw "
 		"operations per second, the median over rounds of\nthe "
 		"ratio in each round (above 1: pserver faster).\n\n",
-		b->reps, b->min_time, b->inflight, b->load[0], b->load[1],
-		b->shm ? " (ZeroMQ rows: tensors through shared memory, --shm)"
-		       : "");
+		b->reps, b->min_time, b->inflight, b->load[0], b->load[1]);
 	fprintf(table,
 		"| %-15s | %-7s | %-6s | %10s | %10s | %8s | %10s | %9s | "
 		"%8s | %5s | %-13s |\n",
@@ -965,10 +975,10 @@ int main(int argc, char **argv)
 	     "pushes in flight when streaming", 1, MAX_INFLIGHT, NULL},
 	    {"mem-mb", PS_CLI_INT, &b.mem_mb, "MB",
 	     "size of each of the 3 memory-bandwidth arrays", 1, 4096, NULL},
-	    {"shm", PS_CLI_FLAG, &b.shm, NULL,
-	     "pserver over ZeroMQ lends tensors of 16 KB or more through "
-	     "shared memory, as ps-launch's local runs do (raw rows stay "
-	     "raw)", 0, 0, NULL},
+	    {"no-shm", PS_CLI_FLAG, &b.no_shm, NULL,
+	     "leave out the rows of pserver over ZeroMQ with tensors of 16 KB "
+	     "or more through shared memory (tcp+shm, ipc+shm: as ps-launch's "
+	     "local runs, against the same raw ZeroMQ)", 0, 0, NULL},
 	    {"transport", PS_CLI_CHOICE, &b.only, "NAME",
 	     "measure one transport only, or all", 0, -1, only_names},
 	    {"out", PS_CLI_STRING, &b.out_dir, "DIR",
@@ -1027,19 +1037,24 @@ int main(int argc, char **argv)
 		for (int t = 0; t < NTRANSPORTS && !failed; t++) {
 			if (b.only && t != b.only - 1)
 				continue;
-			/* Raw first in even rounds, ours first in odd ones:
-			 * a drift in load favours neither. */
-			for (int k = 0; k < 2 && !failed; k++) {
-				int is_ours = k == b.round % 2;
-				if (is_ours)
-					rc = ours_case(&b, t);
+			/* Raw, ours and ours with shared memory, each
+			 * round starting one further along: a drift in load
+			 * favours none. */
+			int ncases = is_zmq(t) && !b.no_shm ? 3 : 2;
+			for (int k = 0; k < ncases && !failed; k++) {
+				int which = (k + b.round) % ncases;
+				if (which == 1)
+					rc = ours_case(&b, t, 0);
+				else if (which == 2)
+					rc = ours_case(&b, t, 1);
 				else if (t == T_MPI)
 					rc = raw_mpi_case(&b);
 				else
 					rc = raw_zmq_case(&b, t);
 				failed = agree(&b, rc != 0,
-					       is_ours ? "ours" : "raw",
-					       transport_names[t]);
+					       which == 0 ? "raw" : "ours",
+					       which == 2 ? shm_names[t]
+							  : transport_names[t]);
 			}
 		}
 		if (failed)
@@ -1053,6 +1068,7 @@ int main(int argc, char **argv)
 		for (int op = 0; op < NOPS; op++)
 			for (size_t j = 0; j < NSIZES; j++) {
 				take_median(&b.ours[t][op][j], b.reps);
+				take_median(&b.ours_shm[t][op][j], b.reps);
 				take_median(&b.raw[t][op][j], b.reps);
 			}
 	for (int i = 0; i < NAPPLY; i++)

@@ -336,7 +336,9 @@ def test_micro_bench_runs(tmp):
     rc, out, secs = mpirun([(2, [bench, "--reps", "1", "--min-time", "0.005",
                                  "--mem-mb", "16", "--out", tmp])], 50)
     assert rc == 0, "exit status %d\n%s" % (rc, out)
-    transports = ("zmq-tcp", "zmq-ipc", "mpi")
+    # tcp+shm, ipc+shm: pserver over ZeroMQ with tensors through shared
+    # memory, against the same raw ZeroMQ.
+    transports = ("zmq-tcp", "tcp+shm", "zmq-ipc", "ipc+shm", "mpi")
     ops = ("pull round trip", "push round trip", "push stream")
     want = {(op, t, size) for op in ops for t in transports
             for size in ("4", "40000", "4000000")}
@@ -361,7 +363,8 @@ def test_micro_bench_runs(tmp):
     # The three targets are judged: small pulls, 4 MB pushes, cold SGD.
     judged = {(r["what"], r["path"]) for r in rows if r["target_met"]}
     assert ("pull round trip", "zmq-tcp") in judged and \
-        ("push stream", "zmq-ipc") in judged and ("SGD apply", "cold") in judged, judged
+        ("push stream", "zmq-ipc") in judged and ("push stream", "ipc+shm") in judged \
+        and ("SGD apply", "cold") in judged, judged
     # The same rows on stdout, one table.
     table = [line for line in out.splitlines() if line.startswith("| ")]
     assert len(table) == 1 + len(rows), out
