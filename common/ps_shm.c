@@ -526,6 +526,29 @@ int ps_shm_attach(ps_shm_maps *m, const void *desc, size_t n,
 	return PS_OK;
 }
 
+int ps_shm_host(char *buf, size_t len)
+{
+	char boot[64], ns[64];
+	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+	ssize_t n;
+	int ok;
+
+	if (!f)
+		return PS_EIO;
+	ok = fgets(boot, sizeof boot, f) != NULL;
+	fclose(f);
+	n = readlink("/proc/self/ns/pid", ns, sizeof ns - 1);
+	if (!ok || n <= 0)
+		return PS_EIO;
+	ns[n] = '\0';
+	boot[strcspn(boot, "\n")] = '\0';
+	if (boot[0] == '\0')
+		return PS_EIO;
+	if ((size_t)snprintf(buf, len, "%s/%s", boot, ns) >= len)
+		return PS_ERANGE;
+	return PS_OK;
+}
+
 void ps_shm_detach(ps_shm_view *v)
 {
 	if (!v->map)

@@ -112,4 +112,10 @@ void ps_shm_detach(ps_shm_view *v);
 /* Segments mapped now (for tests). */
 size_t ps_shm_maps_count(const ps_shm_maps *m);
 
+/* Who can map this process's segments: "BOOT_ID/pid:[N]", the kernel's
+ * boot id and this process's PID namespace. Two processes with the same
+ * see each other in /proc; the protocol compares them before lending.
+ * Errors: PS_EIO (no /proc, or no boot id), PS_ERANGE (len too small). */
+int ps_shm_host(char *buf, size_t len) PS_WUR;
+
 #endif

@@ -424,9 +424,15 @@ int ps_transport_wait_any(ps_transport *const *ts, size_t n, int timeout_ms)
 	return PS_OK;
 }
 
-int ps_transport_takes_shared(const ps_transport *t)
+const char *ps_transport_shared_host(const ps_transport *t)
 {
-	return t->ops->takes_shared ? t->ops->takes_shared(t) : 0;
+	return t->ops->shared_host ? t->ops->shared_host(t) : "";
+}
+
+int ps_transport_shares_with(const ps_transport *t, const char *peer_host)
+{
+	const char *own = ps_transport_shared_host(t);
+	return own[0] != '\0' && peer_host && strcmp(own, peer_host) == 0;
 }
 
 void ps_transport_lend_to(ps_transport *t, const ps_peer *to, int on)

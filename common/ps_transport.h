@@ -234,19 +234,26 @@ void ps_transport_set_default_delay(double seconds);
 /* Tensors through shared memory between the processes of one machine,
  * for every ZeroMQ transport created after this call in this process
  * (off by default): descriptors from peers are taken, and to a peer that
- * takes them too (ps_transport_lend_to()) a tensor of 16 KB or more is
- * lent as a segment of shared memory (common/ps_shm.h), the message
- * carrying its descriptor. Only for a cluster whose processes all run on
- * one machine as one user: a receiver elsewhere cannot map the segment,
- * and drops the message, logged. Not with CURVE (such transports neither
- * lend nor take segments). Call before creating transports, from one
- * thread. */
+ * takes them too on this machine (ps_transport_shares_with(),
+ * ps_transport_lend_to()) a tensor of 16 KB or more is lent as a segment
+ * of shared memory (common/ps_shm.h), the message carrying its
+ * descriptor. Peers must run as the same user: a receiver that cannot
+ * map a segment drops the message, logged. Not with CURVE (such
+ * transports neither lend nor take segments). Call before creating
+ * transports, from one thread. */
 void ps_transport_set_default_shm(int on);
 
-/* Whether t takes tensors lent through shared memory (a ZeroMQ transport
- * made with ps_transport_set_default_shm(1), without CURVE), and so may
- * lend its own. */
-int ps_transport_takes_shared(const ps_transport *t);
+/* Where t takes tensors lent through shared memory from: this machine
+ * as ps_shm_host() names it, for a ZeroMQ transport made with
+ * ps_transport_set_default_shm(1) and without CURVE; "" for any other.
+ * For the protocol to tell its peer (Hello, Welcome). Borrowed: valid
+ * while t lives. */
+const char *ps_transport_shared_host(const ps_transport *t);
+
+/* Whether t should lend to a peer that takes shared tensors on
+ * peer_host (its ps_transport_shared_host(), as the peer said it): 1
+ * when both take them and on the same machine. */
+int ps_transport_shares_with(const ps_transport *t, const char *peer_host);
 
 /* From now on lend tensors through shared memory to peer `to` (NULL on
  * the connecting side: its server), or stop (on = 0). t lends to nobody

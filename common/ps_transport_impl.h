@@ -34,8 +34,9 @@ struct ps_transport_ops {
 	int (*take_tensor)(ps_transport *t, const ps_frame *f,
 			   ps_tensor_buf **out);
 	/* Optional, both or neither: tensors through shared memory
-	 * (ps_transport_takes_shared(), ps_transport_lend_to()). NULL: never. */
-	int (*takes_shared)(const ps_transport *t);
+	 * (ps_transport_shared_host(), ps_transport_lend_to()). NULL:
+	 * never. */
+	const char *(*shared_host)(const ps_transport *t);
 	void (*lend_to)(ps_transport *t, const ps_peer *to, int on);
 };
 

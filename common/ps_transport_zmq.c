@@ -97,6 +97,7 @@ typedef struct zmq_transport {
 	ps_shm_maps *maps;
 	ps_shm_view view;
 	uint64_t shm_refused;
+	char shm_host[96]; /* ps_shm_host(), or "" without shared memory */
 	/* Whom to lend to: the server (connecting side), or these peers
 	 * (listening side; when full, the oldest makes room). */
 	int lend_server;
@@ -187,9 +188,9 @@ static int lends_to(const zmq_transport *z, const ps_peer *to)
 	return 0;
 }
 
-static int zt_takes_shared(const ps_transport *t)
+static const char *zt_shared_host(const ps_transport *t)
 {
-	return ((const zmq_transport *)t)->maps != NULL;
+	return ((const zmq_transport *)t)->shm_host;
 }
 
 static void zt_lend_to(ps_transport *t, const ps_peer *to, int on)
@@ -847,7 +848,7 @@ static const struct ps_transport_ops zmq_ops = {
 	.tensor_new = zt_tensor_new,
 	.send_tensor = zt_send_tensor,
 	.take_tensor = zt_take_tensor,
-	.takes_shared = zt_takes_shared,
+	.shared_host = zt_shared_host,
 	.lend_to = zt_lend_to,
 };
 
@@ -992,11 +993,18 @@ static int open_socket(zmq_transport **out, int type,
 	z->max_message = maxmsg;
 	/* Shared memory, unless CURVE: its encryption and its keys would
 	 * not cover bytes that bypass the socket. */
-	if (default_shm && !(opts && opts->curve) &&
-	    (ps_shm_pool_new(&z->pool) != PS_OK ||
-	     ps_shm_maps_new(&z->maps) != PS_OK)) {
-		rc = ps_err_set(e, PS_ENOMEM, "out of memory");
-		goto out;
+	if (default_shm && !(opts && opts->curve)) {
+		if (ps_shm_host(z->shm_host, sizeof z->shm_host) != PS_OK) {
+			/* Without /proc no peer could map a segment. */
+			z->shm_host[0] = '\0';
+			ps_log_warn("no shared memory: /proc does not say which "
+				    "machine this is; tensors go in the "
+				    "messages");
+		} else if (ps_shm_pool_new(&z->pool) != PS_OK ||
+			   ps_shm_maps_new(&z->maps) != PS_OK) {
+			rc = ps_err_set(e, PS_ENOMEM, "out of memory");
+			goto out;
+		}
 	}
 	z->ctx = zmq_ctx_new();
 	if (!z->ctx) {

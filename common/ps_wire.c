@@ -73,6 +73,7 @@ int ps_wire_encode(const ps_msg *m, uint8_t *buf, size_t cap, size_t *len)
 	char name[PS_MODEL_NAME_MAX], hidden[PS_MODEL_HIDDEN_MAX];
 	char activation[PS_MODEL_ACTIVATION_MAX];
 	char message[PS_WIRE_ERRMSG_MAX];
+	char shm_host[PS_WIRE_SHM_HOST_MAX];
 	size_t need;
 
 	env.protocol = m->protocol;
@@ -98,7 +99,9 @@ int ps_wire_encode(const ps_msg *m, uint8_t *buf, size_t cap, size_t *len)
 		hello.model = &spec;
 		hello.applied_pushes = m->u.hello.applied_pushes;
 		hello.rejoin = m->u.hello.rejoin != 0;
-		hello.shared_memory = m->u.hello.shared_memory != 0;
+		memcpy(shm_host, m->u.hello.shm_host, sizeof shm_host);
+		shm_host[sizeof shm_host - 1] = '\0';
+		hello.shared_memory_host = shm_host;
 		env.body_case = PS__ENVELOPE__BODY_HELLO;
 		env.hello = &hello;
 		break;
@@ -115,7 +118,9 @@ int ps_wire_encode(const ps_msg *m, uint8_t *buf, size_t cap, size_t *len)
 		welcome.last_seq = m->u.welcome.last_seq;
 		welcome.pushes = m->u.welcome.pushes;
 		welcome.heartbeat_seconds = m->u.welcome.heartbeat_seconds;
-		welcome.shared_memory = m->u.welcome.shared_memory != 0;
+		memcpy(shm_host, m->u.welcome.shm_host, sizeof shm_host);
+		shm_host[sizeof shm_host - 1] = '\0';
+		welcome.shared_memory_host = shm_host;
 		env.body_case = PS__ENVELOPE__BODY_WELCOME;
 		env.welcome = &welcome;
 		break;
@@ -280,7 +285,11 @@ int ps_wire_decode(const uint8_t *buf, size_t len, ps_msg *out, ps_err *e)
 		out->u.hello.model.init_seed = h->model->init_seed;
 		out->u.hello.applied_pushes = h->applied_pushes;
 		out->u.hello.rejoin = h->rejoin;
-		out->u.hello.shared_memory = h->shared_memory;
+		if (rc == PS_OK)
+			rc = copy_string(out->u.hello.shm_host,
+					 sizeof out->u.hello.shm_host,
+					 h->shared_memory_host,
+					 "hello shared_memory_host", e);
 		break;
 	}
 	case PS__ENVELOPE__BODY_WELCOME: {
@@ -298,8 +307,12 @@ int ps_wire_decode(const uint8_t *buf, size_t len, ps_msg *out, ps_err *e)
 		out->u.welcome.last_seq = w->last_seq;
 		out->u.welcome.pushes = w->pushes;
 		out->u.welcome.heartbeat_seconds = w->heartbeat_seconds;
-		out->u.welcome.shared_memory = w->shared_memory;
-		rc = check_range(w->begin, w->end, "welcome", e);
+		rc = copy_string(out->u.welcome.shm_host,
+				 sizeof out->u.welcome.shm_host,
+				 w->shared_memory_host,
+				 "welcome shared_memory_host", e);
+		if (rc == PS_OK)
+			rc = check_range(w->begin, w->end, "welcome", e);
 		if (rc == PS_OK && !(w->heartbeat_seconds >= 0 &&
 				     w->heartbeat_seconds <= 1e6))
 			rc = ps_err_set(e, PS_EPROTO,

@@ -21,6 +21,8 @@
 #define PS_WIRE_HEAD_MAX 2048
 
 #define PS_WIRE_ERRMSG_MAX 256
+/* Hello and Welcome's shared_memory_host, with its NUL. */
+#define PS_WIRE_SHM_HOST_MAX 96
 
 /* Values equal the Envelope oneof field numbers. */
 enum ps_msg_kind {
@@ -63,7 +65,9 @@ typedef struct ps_msg_hello {
 	ps_model_spec model;
 	uint64_t applied_pushes; /* workers: applied since the last welcome */
 	int rejoin;              /* registered with this run's server before */
-	int shared_memory;       /* takes tensors lent through shared memory */
+	/* Takes tensors lent through shared memory, on this machine (see
+	 * proto Hello); "" when not. */
+	char shm_host[PS_WIRE_SHM_HOST_MAX];
 } ps_msg_hello;
 
 typedef struct ps_msg_welcome {
@@ -73,7 +77,7 @@ typedef struct ps_msg_welcome {
 	/* Workers: this rank's standing, to carry on from (proto Welcome). */
 	uint64_t clock, last_seq, pushes;
 	double heartbeat_seconds;
-	int shared_memory; /* the server takes tensors lent so */
+	char shm_host[PS_WIRE_SHM_HOST_MAX]; /* as the hello's, the server's */
 } ps_msg_welcome;
 
 typedef struct ps_msg_pull {

@@ -344,9 +344,9 @@ int main(int argc, char **argv)
 		 10000, NULL},
 		{"shm", PS_CLI_FLAG, &shm, NULL,
 		 "ZeroMQ: lend tensors of 16 KB or more to the peers through shared "
-		 "memory instead of sending the bytes, and take theirs; only when every "
-		 "process runs on this machine as this user (ps-launch sets it for "
-		 "local runs); not with CURVE or MPI", 0, 0, NULL},
+		 "memory instead of sending the bytes, and take theirs, with peers on "
+		 "this machine started with --shm as this user (others get plain "
+		 "messages; ps-launch sets it); not with CURVE or MPI", 0, 0, NULL},
 		{"curve-secret", PS_CLI_STRING, &curve_secret, "FILE",
 		 "CURVE: encrypt and authenticate every connection with this server "
 		 "secret key (NAME.key_secret from ps-keygen); needs --curve-authorized",

@@ -483,9 +483,11 @@ static int handle_hello(ps_server *s, const ps_frame *f, const ps_msg *in)
 	m.u.welcome.num_shards = s->cfg.num_shards;
 	m.u.welcome.heartbeat_seconds = s->cfg.heartbeat;
 	/* Tensors through shared memory only between two sides that take
-	 * them. */
-	m.u.welcome.shared_memory = ps_transport_takes_shared(s->t);
-	ps_transport_lend_to(s->t, &f->from, h->shared_memory);
+	 * them, on the same machine. */
+	snprintf(m.u.welcome.shm_host, sizeof m.u.welcome.shm_host, "%s",
+		 ps_transport_shared_host(s->t));
+	ps_transport_lend_to(s->t, &f->from,
+			     ps_transport_shares_with(s->t, h->shm_host));
 	if (h->role == PS_ROLE_WORKER) {
 		m.u.welcome.clock = slot->clock;
 		m.u.welcome.last_seq = slot->last_seq;

@@ -328,6 +328,22 @@ static void test_shm_refuses_bad_descriptors(void **state)
 	ps_shm_pool_release(&p);
 }
 
+/* This machine's name for the protocol: the boot id and the PID
+ * namespace, the same for every call and every process of it here. */
+static void test_shm_host(void **state)
+{
+	char a[96], b[96], small[8];
+	(void)state;
+
+	assert_int_equal(ps_shm_host(a, sizeof a), PS_OK);
+	assert_int_equal(ps_shm_host(b, sizeof b), PS_OK);
+	assert_string_equal(a, b);
+	assert_int_equal(strlen(a), 36 + strlen("/pid:[]") +
+					    strcspn(strchr(a, '[') + 1, "]"));
+	assert_non_null(strstr(a, "/pid:["));
+	assert_int_equal(ps_shm_host(small, sizeof small), PS_ERANGE);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -337,6 +353,7 @@ int main(void)
 		cmocka_unit_test(test_shm_pool_bounds),
 		cmocka_unit_test(test_shm_other_process),
 		cmocka_unit_test(test_shm_refuses_bad_descriptors),
+		cmocka_unit_test(test_shm_host),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

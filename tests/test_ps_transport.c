@@ -1437,8 +1437,13 @@ static void shm_exchange(const char *endpoint)
 	srv = listen_ok(endpoint, &quick);
 	cli = connect_ok(ps_transport_endpoint(srv), &quick);
 	ps_transport_set_default_shm(0);
-	assert_true(ps_transport_takes_shared(srv));
-	assert_true(ps_transport_takes_shared(cli));
+	/* Both on this machine, as the protocol would find. */
+	assert_string_not_equal(ps_transport_shared_host(srv), "");
+	assert_true(ps_transport_shares_with(srv, ps_transport_shared_host(cli)));
+	assert_true(ps_transport_shares_with(cli, ps_transport_shared_host(srv)));
+	assert_false(ps_transport_shares_with(cli, "another-boot/pid:[1]"));
+	assert_false(ps_transport_shares_with(cli, ""));
+	assert_false(ps_transport_shares_with(cli, NULL));
 	ps_transport_lend_to(cli, NULL, 1);
 
 	fill_pattern(want, big, 31);
@@ -1535,7 +1540,8 @@ static void test_transport_shm_refused(void **state)
 	(void)state;
 
 	assert_non_null(bytes);
-	assert_false(ps_transport_takes_shared(srv));
+	assert_string_equal(ps_transport_shared_host(srv), "");
+	assert_false(ps_transport_shares_with(srv, ""));
 	ps_transport_lend_to(srv, NULL, 1); /* no-op */
 	ps_transport_set_default_shm(1);
 	cli = connect_ok(ps_transport_endpoint(srv), &quick);

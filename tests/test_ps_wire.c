@@ -90,7 +90,8 @@ static void fill_hello(ps_msg *m)
 	m->u.hello.model.input_dim = 784;
 	m->u.hello.model.output_dim = 10;
 	m->u.hello.model.init_seed = 0xfeedfacecafebeefULL;
-	m->u.hello.shared_memory = 1;
+	snprintf(m->u.hello.shm_host, sizeof m->u.hello.shm_host,
+		 "3f1c2e6a-0d5b-4f43-9a3e-7d2c1b0a9e8f/pid:[4026531836]");
 }
 
 static void fill_push(ps_msg *m)
@@ -122,7 +123,8 @@ static int fill_kind(ps_msg *m, size_t i)
 		m->u.welcome.num_workers = 8;
 		m->u.welcome.shard = 2;
 		m->u.welcome.num_shards = 3;
-		m->u.welcome.shared_memory = 1;
+		snprintf(m->u.welcome.shm_host, sizeof m->u.welcome.shm_host,
+			 "host-a");
 		return 1;
 	case 2:
 		ps_msg_init(m, PS_MSG_PULL, 6, 9);
@@ -180,7 +182,8 @@ static void test_wire_roundtrip_hello(void **state)
 	assert_int_equal(out.u.hello.model.input_dim, 784);
 	assert_int_equal(out.u.hello.model.output_dim, 10);
 	assert_true(out.u.hello.model.init_seed == 0xfeedfacecafebeefULL);
-	assert_int_equal(out.u.hello.shared_memory, 1);
+	assert_string_equal(out.u.hello.shm_host,
+			    "3f1c2e6a-0d5b-4f43-9a3e-7d2c1b0a9e8f/pid:[4026531836]");
 
 	/* A worker with empty hidden and activation strings. */
 	m.u.hello.role = PS_ROLE_WORKER;
@@ -248,10 +251,10 @@ static void test_wire_roundtrip_welcome(void **state)
 	assert_int_equal(out.u.welcome.num_workers, 8);
 	assert_int_equal(out.u.welcome.shard, 2);
 	assert_int_equal(out.u.welcome.num_shards, 3);
-	assert_int_equal(out.u.welcome.shared_memory, 1);
-	m.u.welcome.shared_memory = 0;
+	assert_string_equal(out.u.welcome.shm_host, "host-a");
+	m.u.welcome.shm_host[0] = '\0';
 	roundtrip(&m, &out);
-	assert_int_equal(out.u.welcome.shared_memory, 0);
+	assert_string_equal(out.u.welcome.shm_host, "");
 }
 
 static void test_wire_roundtrip_pull(void **state)
@@ -908,6 +911,46 @@ static void test_wire_decode_overlong_activation(void **state)
 	expect_decode(buf, len, PS_EPROTO, "activation");
 }
 
+/* So is a shared-memory host longer than its array, in a hello and in a
+ * welcome. */
+static void test_wire_decode_overlong_shm_host(void **state)
+{
+	(void)state;
+	uint8_t buf[PS_WIRE_HEAD_MAX];
+	char host[PS_WIRE_SHM_HOST_MAX + 1];
+	Ps__Envelope env = PS__ENVELOPE__INIT;
+	Ps__Hello hello = PS__HELLO__INIT;
+	Ps__Welcome welcome = PS__WELCOME__INIT;
+	Ps__ModelSpec spec = PS__MODEL_SPEC__INIT;
+	ps_msg out;
+	size_t len;
+
+	spec.name = (char *)"linear";
+	spec.input_dim = 4;
+	spec.output_dim = 1;
+	hello.role = PS__ROLE__ROLE_WORKER;
+	hello.model = &spec;
+	hello.shared_memory_host = host;
+	env.protocol = PS_PROTOCOL_VERSION;
+	env.body_case = PS__ENVELOPE__BODY_HELLO;
+	env.hello = &hello;
+	memset(host, 'h', PS_WIRE_SHM_HOST_MAX - 1);
+	host[PS_WIRE_SHM_HOST_MAX - 1] = '\0';
+	len = pack_env(&env, buf, sizeof buf);
+	assert_int_equal(ps_wire_decode(buf, len, &out, NULL), PS_OK);
+	assert_string_equal(out.u.hello.shm_host, host);
+	memset(host, 'h', PS_WIRE_SHM_HOST_MAX);
+	host[PS_WIRE_SHM_HOST_MAX] = '\0';
+	len = pack_env(&env, buf, sizeof buf);
+	expect_decode(buf, len, PS_EPROTO, "shared_memory_host");
+
+	welcome.shared_memory_host = host;
+	env.body_case = PS__ENVELOPE__BODY_WELCOME;
+	env.welcome = &welcome;
+	len = pack_env(&env, buf, sizeof buf);
+	expect_decode(buf, len, PS_EPROTO, "shared_memory_host");
+}
+
 /* An over-long error text is cut, not refused. */
 static void test_wire_decode_overlong_error_message_is_cut(void **state)
 {
@@ -1216,6 +1259,7 @@ int main(void)
 		cmocka_unit_test(test_wire_decode_hello_without_model),
 		cmocka_unit_test(test_wire_decode_overlong_model_name),
 		cmocka_unit_test(test_wire_decode_overlong_activation),
+		cmocka_unit_test(test_wire_decode_overlong_shm_host),
 		cmocka_unit_test(test_wire_decode_overlong_error_message_is_cut),
 		cmocka_unit_test(test_wire_decode_oversize_envelope),
 		cmocka_unit_test(test_wire_decode_clears_output),

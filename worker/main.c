@@ -164,9 +164,9 @@ int main(int argc, char **argv)
 		 "sending it (default 0: off)", 0, 10000, NULL},
 		{"shm", PS_CLI_FLAG, &shm, NULL,
 		 "ZeroMQ: lend tensors of 16 KB or more to the server through shared "
-		 "memory instead of sending the bytes, and take its; only when every "
-		 "process runs on this machine as this user (ps-launch sets it for "
-		 "local runs); not with CURVE or MPI", 0, 0, NULL},
+		 "memory instead of sending the bytes, and take its, when the server "
+		 "runs on this machine with --shm as this user (otherwise plain "
+		 "messages; ps-launch sets it); not with CURVE or MPI", 0, 0, NULL},
 		{"fetch-every", PS_CLI_INT, &fetch_every, "N",
 		 "pull the weights every N steps (Downpour n_fetch)", 1, 1000000,
 		 NULL},

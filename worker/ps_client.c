@@ -372,7 +372,8 @@ static void make_hello(const ps_client *c, link *l, ps_msg *m, int rejoin)
 	m->u.hello.model = c->spec;
 	m->u.hello.applied_pushes = l->st.applied;
 	m->u.hello.rejoin = rejoin;
-	m->u.hello.shared_memory = ps_transport_takes_shared(l->t);
+	snprintf(m->u.hello.shm_host, sizeof m->u.hello.shm_host, "%s",
+		 ps_transport_shared_host(l->t));
 }
 
 /* Take the standing a welcome gives. Kept pushes are settled: those at
@@ -389,7 +390,8 @@ static void take_welcome(const ps_client *c, link *l, const ps_msg *m)
 	l->registered_id = m->request_id;
 	l->epoch++;
 	l->st.last_version = w->version;
-	ps_transport_lend_to(l->t, NULL, w->shared_memory);
+	ps_transport_lend_to(l->t, NULL,
+			     ps_transport_shares_with(l->t, w->shm_host));
 	if (w->heartbeat_seconds > 0)
 		l->hb_base = l->hb_interval = w->heartbeat_seconds;
 	if (c->role != PS_ROLE_WORKER)
