@@ -80,6 +80,8 @@ void ps_shm_seg_put(ps_shm_seg **sp);
  * Belongs to one thread. */
 typedef struct ps_shm_maps ps_shm_maps;
 
+/* Errors: PS_ENOMEM, PS_EIO (this kernel makes no memfds). Caller owns
+ * the result; release with ps_shm_maps_destroy(). */
 int ps_shm_maps_new(ps_shm_maps **out) PS_WUR;
 
 /* Unmap what no view still uses; the rest goes with its last view.

@@ -994,16 +994,22 @@ static int open_socket(zmq_transport **out, int type,
 	/* Shared memory, unless CURVE: its encryption and its keys would
 	 * not cover bytes that bypass the socket. */
 	if (default_shm && !(opts && opts->curve)) {
-		if (ps_shm_host(z->shm_host, sizeof z->shm_host) != PS_OK) {
-			/* Without /proc no peer could map a segment. */
-			z->shm_host[0] = '\0';
-			ps_log_warn("no shared memory: /proc does not say which "
-				    "machine this is; tensors go in the "
-				    "messages");
-		} else if (ps_shm_pool_new(&z->pool) != PS_OK ||
-			   ps_shm_maps_new(&z->maps) != PS_OK) {
+		int src = ps_shm_host(z->shm_host, sizeof z->shm_host);
+		if (src == PS_OK)
+			src = ps_shm_pool_new(&z->pool);
+		if (src == PS_OK)
+			src = ps_shm_maps_new(&z->maps);
+		if (src == PS_ENOMEM) {
 			rc = ps_err_set(e, PS_ENOMEM, "out of memory");
 			goto out;
+		}
+		if (src != PS_OK) {
+			/* Without /proc, or without memfds, no peer could map
+			 * a segment: this side neither lends nor takes. */
+			ps_shm_pool_release(&z->pool);
+			z->shm_host[0] = '\0';
+			ps_log_warn("no shared memory here (no /proc or no "
+				    "memfd): tensors go in the messages");
 		}
 	}
 	z->ctx = zmq_ctx_new();
