@@ -114,6 +114,9 @@ void ps_shm_detach(ps_shm_view *v);
 /* Segments mapped now (for tests). */
 size_t ps_shm_maps_count(const ps_shm_maps *m);
 
+/* Room for ps_shm_host()'s name, with its NUL. */
+#define PS_SHM_HOST_MAX 96
+
 /* Who can map this process's segments: "BOOT_ID/pid:[N]", the kernel's
  * boot id and this process's PID namespace. Two processes with the same
  * see each other in /proc; the protocol compares them before lending.

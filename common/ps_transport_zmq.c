@@ -97,7 +97,8 @@ typedef struct zmq_transport {
 	ps_shm_maps *maps;
 	ps_shm_view view;
 	uint64_t shm_refused;
-	char shm_host[96]; /* ps_shm_host(), or "" without shared memory */
+	char shm_host[PS_SHM_HOST_MAX]; /* ps_shm_host(), or "" without
+					 * shared memory */
 	/* Whom to lend to: the server (connecting side), or these peers
 	 * (listening side; when full, the oldest makes room). */
 	int lend_server;
@@ -698,7 +699,8 @@ static int recv_shm(zmq_transport *z, int *more)
 				"a tensor in shared memory, which this process "
 				"does not take (%s)",
 				z->curve ? "not with CURVE"
-					 : "it was started without --shm");
+					 : "started without --shm, or without "
+					   "shared memory here");
 	else
 		rc = ps_shm_attach(z->maps, zmq_msg_data(&d), zmq_msg_size(&d),
 				   z->max_message > 0 ? (size_t)z->max_message : 0,

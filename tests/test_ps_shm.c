@@ -234,16 +234,27 @@ static int attach_fails(ps_shm_maps *m, const struct desc *d, size_t n,
 	return rc;
 }
 
+/* good, aimed at file descriptor fd of this process (and its inode):
+ * what attaching it gives. */
+static int fd_refused(ps_shm_maps *m, const struct desc *good, int fd)
+{
+	struct desc d = *good;
+	struct stat st;
+	ps_err e = {0};
+
+	assert_int_equal(fstat(fd, &st), 0);
+	d.fd = fd;
+	d.ino = (uint64_t)st.st_ino;
+	return attach_fails(m, &d, sizeof d, 0, &e);
+}
+
 static void test_shm_refuses_bad_descriptors(void **state)
 {
 	ps_shm_pool *p = NULL;
 	ps_shm_maps *m = NULL;
 	ps_shm_seg *s = NULL;
 	struct desc good, d;
-	char path[] = "/tmp/test_ps_shm.XXXXXX";
-	struct stat st;
 	ps_err e = {0};
-	int fd, mfd;
 	(void)state;
 
 	assert_int_equal(ps_shm_pool_new(&p), PS_OK);
@@ -279,37 +290,26 @@ static void test_shm_refuses_bad_descriptors(void **state)
 	assert_int_equal(attach_fails(m, &d, sizeof d, 0, &e), PS_EPROTO);
 
 	/* A pipe is not opened at all; an ordinary file is not a segment,
-	 * whatever it holds. */
+	 * whatever it holds; nor is a memfd that could shrink under its
+	 * reader. */
 	{
 		int pfd[2];
+		FILE *tmp = tmpfile();
+		int mfd = memfd_create("unsealed", MFD_CLOEXEC);
+
 		assert_int_equal(pipe(pfd), 0);
-		assert_int_equal(fstat(pfd[0], &st), 0);
-		d = good;
-		d.fd = pfd[0];
-		d.ino = (uint64_t)st.st_ino;
-		assert_int_equal(attach_fails(m, &d, sizeof d, 0, &e), PS_EAUTH);
+		assert_non_null(tmp);
+		assert_true(mfd >= 0);
+		assert_int_equal(ftruncate(fileno(tmp), 8192), 0);
+		assert_int_equal(ftruncate(mfd, 8192), 0);
+		assert_int_equal(fd_refused(m, &good, pfd[0]), PS_EAUTH);
+		assert_int_equal(fd_refused(m, &good, fileno(tmp)), PS_EAUTH);
+		assert_int_equal(fd_refused(m, &good, mfd), PS_EAUTH);
 		close(pfd[0]);
 		close(pfd[1]);
+		fclose(tmp);
+		close(mfd);
 	}
-	fd = mkstemp(path);
-	assert_true(fd >= 0);
-	unlink(path);
-	assert_int_equal(ftruncate(fd, 8192), 0);
-	assert_int_equal(fstat(fd, &st), 0);
-	d = good;
-	d.fd = fd;
-	d.ino = (uint64_t)st.st_ino;
-	assert_int_equal(attach_fails(m, &d, sizeof d, 0, &e), PS_EAUTH);
-	close(fd);
-	/* Nor is a memfd that could shrink under its reader. */
-	mfd = memfd_create("unsealed", MFD_CLOEXEC);
-	assert_true(mfd >= 0);
-	assert_int_equal(ftruncate(mfd, 8192), 0);
-	assert_int_equal(fstat(mfd, &st), 0);
-	d.fd = mfd;
-	d.ino = (uint64_t)st.st_ino;
-	assert_int_equal(attach_fails(m, &d, sizeof d, 0, &e), PS_EAUTH);
-	close(mfd);
 	assert_int_equal(ps_shm_maps_count(m), 0);
 	/* Longer than the segment. */
 	d = good;
@@ -332,7 +332,7 @@ static void test_shm_refuses_bad_descriptors(void **state)
  * namespace, the same for every call and every process of it here. */
 static void test_shm_host(void **state)
 {
-	char a[96], b[96], small[8];
+	char a[PS_SHM_HOST_MAX], b[PS_SHM_HOST_MAX], small[8];
 	(void)state;
 
 	assert_int_equal(ps_shm_host(a, sizeof a), PS_OK);
