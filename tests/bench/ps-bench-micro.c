@@ -32,6 +32,7 @@
 #include "ps_log.h"
 #include "ps_optim.h"
 #include "ps_server.h"
+#include "ps_shm.h"
 #include "ps_transport.h"
 #include "ps_wire.h"
 
@@ -84,10 +85,14 @@ enum { MEM_COPY, MEM_TRIAD, NMEM };
 static const char *const mem_names[] = {"memory copy", "memory triad"};
 static const int mem_bytes[] = {8, 12};
 
-/* Operations per second of each repetition, and their median. */
+/* Operations per second of each repetition, and their median; and the
+ * CPU time both ranks spent per operation (every thread, microseconds;
+ * 0: not measured). */
 typedef struct result {
 	double rate[MAX_REPS];
 	double med;
+	double cpu[MAX_REPS];
+	double cpu_med;
 } result;
 
 typedef struct bench {
@@ -100,6 +105,10 @@ typedef struct bench {
 	const char *out_dir;
 	int only; /* index into only_names: 0 all, else transport + 1 */
 	int rank;
+	/* The processes whose CPU time a transport case counts: both
+	 * ranks when they share a machine, else none (ncpu 0). */
+	long cpu_pid[2];
+	int ncpu;
 	int round; /* the repetition being measured */
 	double load[2]; /* 1-minute load average at the start and the end */
 	result ours[NTRANSPORTS][NOPS][NSIZES];
@@ -129,6 +138,34 @@ static int cmp_double(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+/* CPU time process pid has run so far, every thread of it counted
+ * (those that have ended too), in seconds; -1 when it cannot be read. */
+static double process_cpu(long pid)
+{
+	struct timespec ts;
+	clockid_t clock;
+
+	if (clock_getcpuclockid((pid_t)pid, &clock) != 0 ||
+	    clock_gettime(clock, &ts) != 0)
+		return -1.0;
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The CPU time of the processes in b->cpu_pid, in seconds; -1 when there
+ * are none or one cannot be read. */
+static double cpu_now(const bench *b)
+{
+	double sum = 0.0;
+
+	for (int i = 0; i < b->ncpu; i++) {
+		double c = process_cpu(b->cpu_pid[i]);
+		if (c < 0)
+			return -1.0;
+		sum += c;
+	}
+	return b->ncpu > 0 ? sum : -1.0;
+}
+
 static int run_ops(const timed *p, int what, size_t bytes, long k)
 {
 	for (long i = 0; i < k; i++)
@@ -142,7 +179,7 @@ static int run_ops(const timed *p, int what, size_t bytes, long k)
 static int measure(const bench *b, const timed *p, int what, size_t bytes,
 		   result *out)
 {
-	double t0, one;
+	double t0, c0, c1, one;
 	long k;
 
 	if (run_ops(p, what, bytes, 3) != 0) /* warm up: connections */
@@ -156,10 +193,13 @@ static int measure(const bench *b, const timed *p, int what, size_t bytes,
 		k = 3;
 	if (k > 200000)
 		k = 200000;
+	c0 = cpu_now(b);
 	t0 = now();
 	if (run_ops(p, what, bytes, k) != 0)
 		return -1;
 	out->rate[b->round] = (double)k / (now() - t0);
+	c1 = cpu_now(b);
+	out->cpu[b->round] = c0 >= 0 && c1 > c0 ? 1e6 * (c1 - c0) / k : 0.0;
 	return 0;
 }
 
@@ -174,6 +214,11 @@ static double median(const double *v, int n)
 static void take_median(result *r, int reps)
 {
 	r->med = median(r->rate, reps);
+	r->cpu_med = 0.0;
+	for (int i = 0; i < reps; i++)
+		if (r->cpu[i] <= 0)
+			return;
+	r->cpu_med = median(r->cpu, reps);
 }
 
 /* A ratio over rounds: its median, least and greatest. */
@@ -755,6 +800,9 @@ typedef struct row {
 	double raw;	/* the ceiling, in operations per second */
 	spread ratio;	/* ours / raw, paired_ratio(); 0: not measured */
 	double target;	/* least ratio asked for; 0: none */
+	/* CPU time of both ranks per operation, microseconds: pserver's
+	 * and the ceiling's (transport rows only; 0: not measured). */
+	double ours_cpu, raw_cpu;
 } row;
 
 #define MAX_ROWS ((NTRANSPORTS + 2) * NOPS * NSIZES + NAPPLY + NMEM)
@@ -796,7 +844,8 @@ static int collect_rows(const bench *b, row *rows)
 				    what[op], transport_names[t], bytes,
 				    (double)bytes, o->med, r->med,
 				    paired_ratio(o, r, 1.0, b->reps),
-				    transport_target(op, t, sizes[i])};
+				    transport_target(op, t, sizes[i]),
+				    o->cpu_med, r->cpu_med};
 				if (b->no_shm || !is_zmq(t))
 					continue;
 				o = &b->ours_shm[t][op][i];
@@ -804,7 +853,8 @@ static int collect_rows(const bench *b, row *rows)
 				    what[op], shm_names[t], bytes,
 				    (double)bytes, o->med, r->med,
 				    paired_ratio(o, r, 1.0, b->reps),
-				    transport_target(op, t, sizes[i])};
+				    transport_target(op, t, sizes[i]),
+				    o->cpu_med, r->cpu_med};
 			}
 	for (int i = 0; i < NAPPLY; i++) {
 		double bytes = (double)apply_cases[i].bytes * MAX_FLOATS;
@@ -817,7 +867,8 @@ static int collect_rows(const bench *b, row *rows)
 		    b->mem[MEM_TRIAD].med * pass / bytes,
 		    paired_ratio(&b->apply[i], &b->mem[MEM_TRIAD], pass / bytes,
 				 b->reps),
-		    i == AP_SGD_COLD ? 1.0 / 1.5 : 0.0};
+		    i == AP_SGD_COLD ? 1.0 / 1.5 : 0.0,
+		    0.0, 0.0};
 	}
 	for (int k = 0; k < NMEM; k++)
 		rows[n++] = (row){mem_names[k],
@@ -827,7 +878,7 @@ static int collect_rows(const bench *b, row *rows)
 				  0.0,
 				  b->mem[k].med,
 				  {0.0, 0.0, 0.0},
-				  0.0};
+				  0.0, 0.0, 0.0};
 	return n;
 }
 
@@ -855,6 +906,24 @@ static void cells(char out[3][24], double rate, double bytes)
 		 rate * bytes / 1e6);
 }
 
+/* CPU microseconds per operation, or "-" (and an empty CSV field) when
+ * not measured. */
+static void cpu_cell(char out[24], double us)
+{
+	if (us > 0)
+		snprintf(out, 24, "%.1f", us);
+	else
+		snprintf(out, 24, "-");
+}
+
+static void csv_cpu(FILE *csv, double us)
+{
+	if (us > 0)
+		fprintf(csv, "%.6g,", us);
+	else
+		fprintf(csv, ",");
+}
+
 static void report(const bench *b, FILE *table, FILE *csv)
 {
 	row rows[MAX_ROWS];
@@ -869,41 +938,50 @@ static void report(const bench *b, FILE *table, FILE *csv)
 		"DEALER/ROUTER or MPI_Send/Recv,\nMB/s counts the tensor one "
 		"way. Apply rows: ps_optim over 1M floats against the\ntriad "
 		"bandwidth, MB/s counts every array read or written once "
-		"(SGD 12 B, Adam 28 B\na float). ratio: pserver/raw "
-		"operations per second, the median over rounds of\nthe "
-		"ratio in each round (above 1: pserver faster).\n\n",
-		b->reps, b->min_time, b->inflight, b->load[0], b->load[1]);
+		"(SGD 12 B, Adam 28 B\na float). cpu us: CPU time of both "
+		"ranks per operation, every thread and the\nkernel's work for "
+		"them (%s). ratio: pserver/raw\noperations per second, the "
+		"median over rounds of the ratio in each round\n(above 1: "
+		"pserver faster).\n\n",
+		b->reps, b->min_time, b->inflight, b->load[0], b->load[1],
+		b->ncpu ? "both ranks on this machine"
+			: "-: the ranks are on two machines");
 	fprintf(table,
-		"| %-15s | %-7s | %-6s | %10s | %10s | %8s | %10s | %9s | "
-		"%8s | %5s | %-13s |\n",
+		"| %-15s | %-7s | %-6s | %10s | %10s | %8s | %8s | %10s | "
+		"%9s | %8s | %10s | %5s | %-13s |\n",
 		"what", "path", "size", "pserver /s", "pserver us", "MB/s",
-		"raw /s", "raw us", "raw MB/s", "ratio", "target");
+		"cpu us", "raw /s", "raw us", "raw MB/s", "raw cpu us",
+		"ratio", "target");
 	fprintf(table, "|-----------------|---------|--------|-----------:|"
-		       "-----------:|---------:|-----------:|----------:|"
-		       "---------:|------:|---------------|\n");
+		       "-----------:|---------:|---------:|-----------:|"
+		       "----------:|---------:|-----------:|------:|"
+		       "---------------|\n");
 	if (csv)
 		fprintf(csv, "what,path,bytes,pserver_per_s,pserver_us,"
-			     "pserver_mb_per_s,raw_per_s,raw_us,raw_mb_per_s,"
-			     "ratio,ratio_min,ratio_max,target,target_met\n");
+			     "pserver_mb_per_s,pserver_cpu_us,raw_per_s,raw_us,"
+			     "raw_mb_per_s,raw_cpu_us,ratio,ratio_min,"
+			     "ratio_max,target,target_met\n");
 	for (int i = 0; i < n; i++) {
 		const row *r = &rows[i];
-		char sz[32], o[3][24], w[3][24];
+		char sz[32], o[3][24], w[3][24], oc[24], wc[24];
 		char ratio[16] = "-", target[24] = "";
 		int met = r->ours > 0 && r->ratio.med >= r->target;
 
 		human_size(sz, sizeof sz, r->size);
 		cells(o, r->ours, r->bytes);
 		cells(w, r->raw, r->bytes);
+		cpu_cell(oc, r->ours > 0 ? r->ours_cpu : 0.0);
+		cpu_cell(wc, r->raw_cpu);
 		if (r->ours > 0)
 			snprintf(ratio, sizeof ratio, "%.2f", r->ratio.med);
 		if (r->target > 0)
 			snprintf(target, sizeof target, ">=%.2f %s",
 				 r->target, met ? "met" : "MISSED");
 		fprintf(table,
-			"| %-15s | %-7s | %-6s | %10s | %10s | %8s | %10s | "
-			"%9s | %8s | %5s | %-13s |\n",
-			r->what, r->path, sz, o[0], o[1], o[2], w[0], w[1],
-			w[2], ratio, target);
+			"| %-15s | %-7s | %-6s | %10s | %10s | %8s | %8s | "
+			"%10s | %9s | %8s | %10s | %5s | %-13s |\n",
+			r->what, r->path, sz, o[0], o[1], o[2], oc, w[0], w[1],
+			w[2], wc, ratio, target);
 		if (csv) {
 			fprintf(csv, "%s,%s,%zu,", r->what, r->path, r->size);
 			if (r->ours > 0)
@@ -911,8 +989,10 @@ static void report(const bench *b, FILE *table, FILE *csv)
 					1e6 / r->ours, r->ours * r->bytes / 1e6);
 			else
 				fprintf(csv, ",,,");
+			csv_cpu(csv, r->ours > 0 ? r->ours_cpu : 0.0);
 			fprintf(csv, "%.6g,%.6g,%.6g,", r->raw, 1e6 / r->raw,
 				r->raw * r->bytes / 1e6);
+			csv_cpu(csv, r->raw_cpu);
 			if (r->ours > 0)
 				fprintf(csv, "%.4f,%.4f,%.4f", r->ratio.med,
 					r->ratio.lo, r->ratio.hi);
@@ -951,6 +1031,26 @@ static int write_report(const bench *b)
 	if (md && fclose(md) != 0)
 		rc = -1;
 	return rc;
+}
+
+/* On the measuring rank, the processes whose CPU time counts: its own
+ * and rank 0's, when both are on one machine (the same boot id and PID
+ * namespace, so that rank 0's /proc/PID is this one's). */
+static void find_cpu_pids(bench *b)
+{
+	char host[PS_SHM_HOST_MAX] = "", peer[PS_SHM_HOST_MAX] = "";
+	long pid = (long)getpid(), peer_pid = pid;
+
+	if (ps_shm_host(host, sizeof host) != PS_OK)
+		host[0] = '\0';
+	memcpy(peer, host, sizeof peer);
+	MPI_Bcast(peer, sizeof peer, MPI_CHAR, 0, MPI_COMM_WORLD);
+	MPI_Bcast(&peer_pid, 1, MPI_LONG, 0, MPI_COMM_WORLD);
+	b->ncpu = 0;
+	if (b->rank != 1 || host[0] == '\0' || strcmp(host, peer) != 0)
+		return;
+	b->cpu_pid[b->ncpu++] = pid;
+	b->cpu_pid[b->ncpu++] = peer_pid;
 }
 
 static double load_average(void)
@@ -1022,6 +1122,7 @@ int main(int argc, char **argv)
 	openblas_set_num_threads(1);
 	ps_transport_setup_process();
 	b.load[0] = load_average();
+	find_cpu_pids(&b);
 
 	/* Rounds of every case in turn, one repetition each (raw and ours
 	 * for each transport, then the apply and memory cases, which rank 1
