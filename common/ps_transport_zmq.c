@@ -58,6 +58,9 @@
 #define HANGUPS_MAX 3
 #define ZAP_ENDPOINT "inproc://zeromq.zap.01"
 #define MONITOR_ENDPOINT "inproc://ps-transport-monitor"
+/* A connecting side waiting in a receive reads its monitor's events at
+ * least this often (recv_first()). */
+#define MONITOR_EVERY_MS 50
 #define ZAP_FRAMES_MAX 8
 /* Tensors this long or longer go through shared memory when it is on:
  * below it the copy into a message is cheap, and the descriptor, the
@@ -89,6 +92,8 @@ typedef struct zmq_transport {
 	uint64_t failed_by_why[4]; /* listening: handshake failures by reason */
 	int have_head, have_tensor;
 	zmq_msg_t head, tensor;
+	int rcvtimeo;       /* ZMQ_RCVTIMEO of sock as last set */
+	double next_events; /* ps_now() at which the monitor is next read */
 	int64_t max_message;
 	/* Shared memory (with default_shm, never with CURVE): the segments
 	 * this side lends, those of peers mapped, and the tensor of the last
@@ -681,6 +686,71 @@ static int wait_readable(zmq_transport *z, int timeout_ms)
 	}
 }
 
+/* The first frame of the next message into m, waiting at most
+ * timeout_ms (-1: without a limit, 0: only for one already there).
+ *
+ * Without a ZAP handler to serve, a blocking receive with a receive
+ * timeout, which is how ZeroMQ itself waits: a poll of its mailbox and a
+ * read when a message has to be waited for. zmq_poll() polls before and
+ * after the wait and looks at every socket's events each time (a poll of
+ * its mailbox again): 12 more system calls per pull round trip of the
+ * client and server together, 20-40 us more CPU on a round trip of
+ * about 120 us here (docs/EXPERIMENTS.md, "Waiting in ZeroMQ's own
+ * receive"). A connecting side's monitor is read in between, at most
+ * MONITOR_EVERY_MS apart and when a wait times out: a refused handshake
+ * is reported that much later at worst. A listening side with CURVE
+ * serves its ZAP handler while it waits, through wait_readable(). */
+static int recv_first(zmq_transport *z, zmq_msg_t *m, int *more,
+		      int timeout_ms)
+{
+	double deadline = ps_now() + (timeout_ms > 0 ? timeout_ms : 0) / 1e3;
+
+	if (z->zap) {
+		int rc = wait_readable(z, timeout_ms);
+		return rc == PS_OK ? recv_part(z->sock, m, more) : rc;
+	}
+	for (;;) {
+		size_t len = sizeof *more;
+		int wait = timeout_ms, err;
+
+		if (timeout_ms > 0) {
+			double left = deadline - ps_now();
+			wait = left > 0 ? (int)ceil(left * 1e3) : 0;
+		}
+		if (z->monitor) {
+			double now = ps_now();
+			if (now >= z->next_events) {
+				read_events(z);
+				z->next_events = now + MONITOR_EVERY_MS / 1e3;
+			}
+			if (z->auth_error)
+				return z->auth_error;
+			if (wait < 0 || wait > MONITOR_EVERY_MS)
+				wait = MONITOR_EVERY_MS;
+		}
+		if (wait != z->rcvtimeo &&
+		    zmq_setsockopt(z->sock, ZMQ_RCVTIMEO, &wait, sizeof wait) == 0)
+			z->rcvtimeo = wait;
+		zmq_msg_init(m);
+		if (zmq_msg_recv(m, z->sock, 0) >= 0) {
+			if (zmq_getsockopt(z->sock, ZMQ_RCVMORE, more, &len) < 0)
+				*more = 0;
+			return PS_OK;
+		}
+		err = zmq_errno();
+		zmq_msg_close(m);
+		if (err != EAGAIN)
+			return from_errno(err);
+		if (timeout_ms == 0)
+			return PS_ETIMEDOUT;
+		if (timeout_ms > 0 && ps_now() >= deadline) {
+			if (z->monitor)
+				read_events(z);
+			return z->auth_error ? z->auth_error : PS_ETIMEDOUT;
+		}
+	}
+}
+
 /* After an empty frame, the descriptor of a tensor in shared memory:
  * mapped into z->view. A descriptor this side cannot or will not map
  * drops the message (PS_EPROTO), logged with the reason. */
@@ -726,13 +796,10 @@ static int zt_recv(ps_transport *t, ps_frame *out, int timeout_ms)
 	memset(out, 0, sizeof *out);
 	if (z->auth_error)
 		return z->auth_error;
-	rc = wait_readable(z, timeout_ms);
-	if (rc != PS_OK)
-		return rc;
 
 	if (z->listening) {
 		zmq_msg_t id;
-		rc = recv_part(z->sock, &id, &more);
+		rc = recv_first(z, &id, &more, timeout_ms);
 		if (rc != PS_OK)
 			return rc;
 		if (zmq_msg_size(&id) <= PS_PEER_ID_MAX) {
@@ -749,7 +816,8 @@ static int zt_recv(ps_transport *t, ps_frame *out, int timeout_ms)
 		if (!more)
 			return PS_EPROTO;
 	}
-	rc = recv_part(z->sock, &z->head, &more);
+	rc = z->listening ? recv_part(z->sock, &z->head, &more)
+			  : recv_first(z, &z->head, &more, timeout_ms);
 	if (rc != PS_OK)
 		return rc;
 	z->have_head = 1;
@@ -993,6 +1061,7 @@ static int open_socket(zmq_transport **out, int type,
 		return ps_err_set(e, PS_ENOMEM, "out of memory");
 	z->base.ops = &zmq_ops;
 	z->max_message = maxmsg;
+	z->rcvtimeo = -1; /* ZeroMQ's default */
 	/* Shared memory, unless CURVE: its encryption and its keys would
 	 * not cover bytes that bypass the socket. */
 	if (default_shm && !(opts && opts->curve)) {

@@ -15,6 +15,7 @@
 #include <limits.h>
 #ifdef __GLIBC__
 #include <malloc.h>
+#include <pthread.h>
 #endif
 #include <stdio.h>
 #include <stdlib.h>
@@ -442,6 +443,72 @@ static void test_transport_recv_timeout(void **state)
 	ps_transport_destroy(&srv);
 }
 
+/* What late_send() sends, and to whom, after how long. */
+typedef struct late {
+	ps_transport *from;
+	ps_peer to; /* NULL peer: from is a client */
+	int to_peer;
+	int delay_ms;
+	int rc;
+} late;
+
+static void *late_send(void *arg)
+{
+	late *l = arg;
+	const struct timespec nap = {l->delay_ms / 1000,
+				     (long)(l->delay_ms % 1000) * 1000000L};
+	nanosleep(&nap, NULL);
+	l->rc = ps_transport_send(l->from, l->to_peer ? &l->to : NULL, "late",
+				  4, NULL, 0);
+	return NULL;
+}
+
+/* A receive that has to wait is woken by the message, on either side:
+ * the client's waits in slices between looks at its monitor, the
+ * server's in one. Each socket is used by one thread only. */
+static void test_transport_recv_wakes_on_message(void **state)
+{
+	(void)state;
+	ps_transport *srv = listen_ok("tcp://127.0.0.1:*", &quick);
+	ps_transport *cli = connect_ok(ps_transport_endpoint(srv), &quick);
+	ps_frame f;
+	pthread_t th;
+	late l = {0};
+	double t0;
+
+	assert_int_equal(ps_transport_send(cli, NULL, "hi", 2, NULL, 0), PS_OK);
+	recv_ok(srv, &f);
+	l.from = srv;
+	l.to = f.from;
+	l.to_peer = 1;
+	l.delay_ms = 300;
+	assert_int_equal(pthread_create(&th, NULL, late_send, &l), 0);
+	t0 = now_ms();
+	assert_int_equal(ps_transport_recv(cli, &f, 10000), PS_OK);
+	assert_true(now_ms() - t0 >= 250);
+	assert_true(now_ms() - t0 < 5000);
+	assert_int_equal(f.head_len, 4);
+	assert_memory_equal(f.head, "late", 4);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(l.rc, PS_OK);
+
+	/* The other way: the server blocks without a limit. */
+	memset(&l, 0, sizeof l);
+	l.from = cli;
+	l.delay_ms = 300;
+	assert_int_equal(pthread_create(&th, NULL, late_send, &l), 0);
+	t0 = now_ms();
+	assert_int_equal(ps_transport_recv(srv, &f, -1), PS_OK);
+	assert_true(now_ms() - t0 >= 250);
+	assert_int_equal(f.head_len, 4);
+	assert_memory_equal(f.head, "late", 4);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(l.rc, PS_OK);
+
+	ps_transport_destroy(&cli);
+	ps_transport_destroy(&srv);
+}
+
 /* A received frame stays valid until the next recv on the transport. */
 static void test_transport_frame_valid_until_next_recv(void **state)
 {
@@ -806,6 +873,30 @@ static void test_transport_curve_refuses_plain_and_wrong_server(void **state)
 	ps_transport_destroy(&srv);
 	ps_curve_keyset_destroy(&c.authorized);
 	ps_curve_keyset_destroy(&w.authorized);
+}
+
+/* A client waiting in one long receive learns of a refused handshake
+ * while it waits, not when the wait is over: the receive blocks on the
+ * data socket but reads the monitor in between. */
+static void test_transport_refusal_ends_a_long_wait(void **state)
+{
+	(void)state;
+	keypair server = new_keypair(), client = new_keypair();
+	curve_setup c;
+	ps_frame f;
+	double t0;
+
+	curve_init(&c, &server, &client);
+	ps_transport *srv = listen_ok("tcp://127.0.0.1:*", &quick);
+	ps_transport *cli = connect_ok(ps_transport_endpoint(srv), &c.cli_opts);
+	assert_int_equal(ps_transport_send(cli, NULL, "x", 1, NULL, 0), PS_OK);
+	t0 = now_ms();
+	assert_int_equal(ps_transport_recv(cli, &f, 20000), PS_EAUTH);
+	assert_true(now_ms() - t0 < 10000);
+	assert_int_equal(ps_transport_recv(cli, &f, 20000), PS_EAUTH);
+	ps_transport_destroy(&cli);
+	ps_transport_destroy(&srv);
+	ps_curve_keyset_destroy(&c.authorized);
 }
 
 /* A CURVE client of a server without CURVE is told so at once. */
@@ -1640,6 +1731,7 @@ int main(void)
 		cmocka_unit_test(test_transport_bad_endpoint),
 		cmocka_unit_test(test_transport_listen_foreign_address),
 		cmocka_unit_test(test_transport_recv_timeout),
+		cmocka_unit_test(test_transport_recv_wakes_on_message),
 		cmocka_unit_test(test_transport_frame_valid_until_next_recv),
 		cmocka_unit_test(test_transport_max_message_drops_oversize),
 		cmocka_unit_test(test_transport_send_unknown_peer),
@@ -1668,6 +1760,7 @@ int main(void)
 		cmocka_unit_test(test_transport_curve_refuses_unknown_key),
 		cmocka_unit_test(test_transport_curve_refuses_plain_and_wrong_server),
 		cmocka_unit_test(test_transport_curve_client_of_plain_server),
+		cmocka_unit_test(test_transport_refusal_ends_a_long_wait),
 		cmocka_unit_test(test_transport_curve_bad_settings),
 	};
 	/* Watchdog: a hang anywhere ends the run with SIGALRM. */
