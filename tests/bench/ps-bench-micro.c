@@ -1035,7 +1035,7 @@ static int write_report(const bench *b)
 
 /* On the measuring rank, the processes whose CPU time counts: its own
  * and rank 0's, when both are on one machine (the same boot id and PID
- * namespace, so that rank 0's /proc/PID is this one's). */
+ * namespace, so that rank 0's process ID names it here too). */
 static void find_cpu_pids(bench *b)
 {
 	char host[PS_SHM_HOST_MAX] = "", peer[PS_SHM_HOST_MAX] = "";
