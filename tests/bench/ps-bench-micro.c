@@ -822,6 +822,26 @@ static double transport_target(int op, int t, size_t floats)
 	return 0.0;
 }
 
+/* The row of pserver's figures o on path beside raw's r, for operation
+ * op on tensors of sizes[i] over transport t. */
+static row transport_row(const bench *b, const char *what, const char *path,
+			 int op, size_t i, int t, const result *o,
+			 const result *r)
+{
+	size_t bytes = sizes[i] * sizeof(float);
+
+	return (row){what,
+		     path,
+		     bytes,
+		     (double)bytes,
+		     o->med,
+		     r->med,
+		     paired_ratio(o, r, 1.0, b->reps),
+		     transport_target(op, t, sizes[i]),
+		     o->cpu_med,
+		     r->cpu_med};
+}
+
 static int collect_rows(const bench *b, row *rows)
 {
 	static const char *const what[NOPS] = {"pull round trip",
@@ -835,26 +855,16 @@ static int collect_rows(const bench *b, row *rows)
 	for (int op = 0; op < NOPS; op++)
 		for (size_t i = 0; i < NSIZES; i++)
 			for (int t = 0; t < NTRANSPORTS; t++) {
-				size_t bytes = sizes[i] * sizeof(float);
 				if (b->only && t != b->only - 1)
 					continue;
-				const result *o = &b->ours[t][op][i];
 				const result *r = &b->raw[t][op][i];
-				rows[n++] = (row){
-				    what[op], transport_names[t], bytes,
-				    (double)bytes, o->med, r->med,
-				    paired_ratio(o, r, 1.0, b->reps),
-				    transport_target(op, t, sizes[i]),
-				    o->cpu_med, r->cpu_med};
-				if (b->no_shm || !is_zmq(t))
-					continue;
-				o = &b->ours_shm[t][op][i];
-				rows[n++] = (row){
-				    what[op], shm_names[t], bytes,
-				    (double)bytes, o->med, r->med,
-				    paired_ratio(o, r, 1.0, b->reps),
-				    transport_target(op, t, sizes[i]),
-				    o->cpu_med, r->cpu_med};
+				rows[n++] = transport_row(
+				    b, what[op], transport_names[t], op, i, t,
+				    &b->ours[t][op][i], r);
+				if (!b->no_shm && is_zmq(t))
+					rows[n++] = transport_row(
+					    b, what[op], shm_names[t], op, i, t,
+					    &b->ours_shm[t][op][i], r);
 			}
 	for (int i = 0; i < NAPPLY; i++) {
 		double bytes = (double)apply_cases[i].bytes * MAX_FLOATS;
